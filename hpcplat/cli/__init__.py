@@ -1,0 +1,1 @@
+"""The ``hpcplat`` command line: thin commands over the service layer, loaded lazily."""
