@@ -56,15 +56,32 @@ class SlurmClient(Protocol):
         *,
         user: str | None = None,
         since: datetime | None = None,
+        all_attempts: bool = False,
     ) -> list[JobInfo]:
-        """Jobs from accounting (``sacct -X``), in ONE call, including long-finished ones."""
+        """Jobs from accounting (``sacct -X``), in ONE call, including long-finished ones.
+
+        ``all_attempts`` adds one record per requeued attempt (``sacct --duplicates``), in order,
+        with ``restarts`` numbering them."""
         ...
 
-    def cancel(self, job_ids: Sequence[str], *, signal: str | None = None, batch_only: bool = False) -> None: ...
+    def cancel(
+        self,
+        job_ids: Sequence[str],
+        *,
+        signal: str | None = None,
+        batch_only: bool = False,
+        full: bool = False,
+    ) -> None:
+        """``scancel``; with ``signal`` only signals (``full``: the batch shell and every step)."""
+        ...
 
     def requeue(self, job_ids: Sequence[str], *, hold: bool = False) -> None: ...
 
-    def signal(self, job_id: str, signal: str, *, batch_only: bool = False) -> None: ...
+    def signal(self, job_id: str, signal: str, *, batch_only: bool = False, full: bool = False) -> None: ...
+
+    def job_details(self, job_id: str) -> dict[str, str]:
+        """Every field Slurm's controller holds for one job (Requeue, Restarts, BatchFlag...)."""
+        ...
 
     def nodes(self) -> list[NodeInfo]: ...
 

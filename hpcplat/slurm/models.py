@@ -42,6 +42,8 @@ class JobInfo:
     work_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
+    comment: str = ""
+    """``hpcplat:<run id>`` for jobs hpcplat submitted."""
     raw_state: str = ""
 
     @property

@@ -157,9 +157,19 @@ def parse_node_state(text: str) -> NodeStatus:
     raw = text.strip().upper()
     flags: set[str] = set()
     while raw and raw[-1] in "*~#!%$@^-":
-        flags.add({"*": "NOT_RESPONDING", "~": "POWERED_DOWN", "#": "POWERING_UP", "%": "POWERING_DOWN",
-                   "$": "MAINT", "@": "REBOOT_REQUESTED", "^": "REBOOT_ISSUED", "!": "POWER_DOWN_PENDING",
-                   "-": "PLANNED"}[raw[-1]])
+        flags.add(
+            {
+                "*": "NOT_RESPONDING",
+                "~": "POWERED_DOWN",
+                "#": "POWERING_UP",
+                "%": "POWERING_DOWN",
+                "$": "MAINT",
+                "@": "REBOOT_REQUESTED",
+                "^": "REBOOT_ISSUED",
+                "!": "POWER_DOWN_PENDING",
+                "-": "PLANNED",
+            }[raw[-1]]
+        )
         raw = raw[:-1]
     parts = [p for p in raw.split("+") if p]
     if not parts:
