@@ -20,7 +20,11 @@ from hpcplat.errors import HpcplatError
 
 # command name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "sandbox": ("hpcplat.cli.sandbox", "sandbox", "A real Slurm cluster on this machine: up, down, status, env."),
+    "sandbox": (
+        "hpcplat.cli.sandbox",
+        "sandbox",
+        "A real Slurm cluster on this machine: up, down, status, env.",
+    ),
     "submit": ("hpcplat.cli.jobs", "submit", "Submit a training job (command after --, or -f spec.yaml)."),
     "jobs": ("hpcplat.cli.jobs", "jobs", "List your jobs."),
     "show": ("hpcplat.cli.jobs", "show", "Show one job."),
@@ -34,7 +38,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rerun": ("hpcplat.cli.runs", "rerun", "Rebuild a run from the catalog and submit it again."),
     "data": ("hpcplat.cli.data", "data", "Register and list dataset versions."),
     "db": ("hpcplat.cli.db", "db", "Catalog database: upgrade, current revision."),
-    "reconcile": ("hpcplat.cli.runs", "reconcile", "Bring catalog attempts in line with Slurm (one batched query)."),
+    "reconcile": (
+        "hpcplat.cli.runs",
+        "reconcile",
+        "Bring catalog attempts in line with Slurm (one batched query).",
+    ),
     "fleet": ("hpcplat.cli.fleet", "fleet", "Physical machines over SSH: check, exec, drain, resume, logs."),
     "demo": ("hpcplat.cli.demo", "demo", "Bring the sandbox up and run the end-to-end story."),
 }
