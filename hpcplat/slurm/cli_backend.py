@@ -49,7 +49,7 @@ SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
     ("work_dir", "%Z"),
     ("comment", "%k"),
     ("tres", "%b"),
-    ("stdout", "%o"),
+    ("command", "%o"),
 )
 SQUEUE_FORMAT = SEP.join(code for _, code in SQUEUE_FIELDS)
 
@@ -180,12 +180,15 @@ class CliBackend:
         input: str | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        check: bool = True,
     ) -> CommandResult:
         merged: dict[str, str] | None = None
         if self.env is not None or env is not None:
             merged = dict(self.env or {})
             merged.update(env or {})
-        return self._run(argv, timeout=self.timeout, input=input, env=merged, cwd=cwd, error=SlurmError)
+        return self._run(
+            argv, timeout=self.timeout, input=input, env=merged, cwd=cwd, check=check, error=SlurmError
+        )
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -258,7 +261,6 @@ class CliBackend:
             time_limit=get("time_limit", ""),
             tres=tres,
             work_dir=get("work_dir", ""),
-            stdout_path=get("stdout", ""),
             comment=get("comment", "") if get("comment") != "(null)" else "",
         )
 
@@ -344,7 +346,7 @@ class CliBackend:
     ) -> None:
         if not job_ids:
             return
-        argv = ["scancel"]
+        argv = ["scancel", "--verbose"]  # without it, scancel is silent about unknown ids
         if signal:
             argv.append(f"--signal={signal}")
         if batch_only:
@@ -352,11 +354,17 @@ class CliBackend:
         elif full:
             argv.append("--full")
         argv.extend(str(j) for j in job_ids)
-        result = self._call(argv)
-        # scancel exits 0 yet prints errors for some ids (e.g. someone else's job): surface them.
-        if "error" in result.stderr.lower():
+        result = self._call(argv, check=False)
+        # scancel may exit 0 yet print errors (an unknown id, someone else's job); an id that has
+        # already finished is not a problem for a cancel.
+        problems = [
+            line.strip()
+            for line in result.stderr.splitlines()
+            if "error:" in line and "already completing or completed" not in line
+        ]
+        if problems or (result.returncode != 0 and "already completing or completed" not in result.stderr):
             raise SlurmError(
-                f"scancel refused: {result.stderr.strip()}",
+                f"scancel refused: {'; '.join(problems) or result.stderr.strip()}",
                 argv=argv,
                 returncode=result.returncode,
                 stderr=result.stderr,
@@ -419,7 +427,7 @@ class CliBackend:
             if not line.startswith("PartitionName="):
                 continue
             kv = parse_key_values(line)
-            node_names = expand_hostlist(kv.get("Nodes", ""), runner=self._run, timeout=self.timeout)
+            node_names = expand_hostlist(kv.get("Nodes", ""))
             allowed = kv.get("AllowQos", "ALL")
             parts.append(
                 PartitionInfo(
@@ -470,10 +478,10 @@ class CliBackend:
             "--parsable2",
             "show",
             "associations",
-            "format=Account,User,QOS,DefQOS,GrpTRES,ParentName",
+            "format=Account,User,QOS,DefaultQOS,GrpTRES,ParentName",
         ]
         if user:
-            argv.append(f"where user={user}")
+            argv.extend(["where", f"user={user}"])
         result = self._call(argv)
         items = []
         for line in result.stdout.splitlines():
@@ -587,7 +595,7 @@ def parse_gpu_indices(text: str) -> dict[str, list[int]]:
 
 def _expand_simple(hostlist: str) -> list[str]:
     names: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
+    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?(?:,|$)", hostlist):
         prefix, ranges = match.group(1), match.group(2)
         if ranges is None:
             names.append(prefix)
@@ -602,11 +610,8 @@ def _expand_simple(hostlist: str) -> list[str]:
     return names
 
 
-def expand_hostlist(hostlist: str, *, runner: Runner = run, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
-    """Expand a Slurm host list (``n[1-3],gpu07``) with ``scontrol show hostnames``."""
-    if not hostlist or hostlist in {"(null)", "None"}:
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Expand a Slurm host list (``n[1-3,5],gpu[01-02]``) without calling Slurm."""
+    if not hostlist or hostlist in {"(null)", "None", "None assigned"}:
         return []
-    if "[" not in hostlist:
-        return hostlist.split(",")
-    result = runner(["scontrol", "show", "hostnames", hostlist], timeout=timeout, error=SlurmError)
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return _expand_simple(hostlist)

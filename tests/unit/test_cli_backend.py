@@ -1,0 +1,165 @@
+"""The CLI backend's parsers, fed with output recorded from the real sandbox (tests/data/slurm/).
+
+The recorded runner below answers with those files and records every call, so a test can also
+assert how many Slurm commands a query costs. It is not a fake Slurm: it replays Slurm's own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from hpcplat.errors import CommandError, SlurmError
+from hpcplat.runner import CommandResult
+from hpcplat.slurm.cli_backend import (
+    CliBackend,
+    count_gres_gpus,
+    parse_gpu_indices,
+    parse_key_values,
+    parse_minutes,
+    parse_tres,
+)
+from hpcplat.slurm.state import JobState, NodeState
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "slurm"
+
+
+class RecordedRunner:
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        check: bool = True,
+        error: type[CommandError] = CommandError,
+    ) -> CommandResult:
+        assert timeout > 0
+        self.calls.append(tuple(argv))
+        key = " ".join(argv[:3]) if argv[0] == "scontrol" else argv[0]
+        for prefix, text in self.answers.items():
+            if key.startswith(prefix):
+                return CommandResult(tuple(argv), 0, text, "", 0.0)
+        raise AssertionError(f"unexpected command {argv}")
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_jobs_from_recorded_squeue_is_one_call() -> None:
+    runner = RecordedRunner({"squeue": recorded("squeue.txt")})
+    jobs = CliBackend(runner=runner).jobs(["39", "40", "41", "42", "43"])
+    assert len(runner.calls) == 1
+    assert "--jobs=39,40,41,42,43" in runner.calls[0]
+    by_id = {j.job_id: j for j in jobs}
+    assert by_id["39"].state is JobState.COMPLETED
+    assert by_id["40"].state is JobState.FAILED and by_id["40"].reason == "NonZeroExitCode"
+    assert by_id["41"].state is JobState.CANCELLED
+    assert by_id["42_2"].state is JobState.PENDING and by_id["42_2"].reason == "JobArrayTaskLimit"
+    assert by_id["42_0"].state is JobState.RUNNING and by_id["42_0"].nodes == "n1"
+    # A job name holding the old favourite separator "|" survives intact.
+    assert by_id["43"].name == "rec gpu|x"
+    assert by_id["43"].gpus == 2
+    assert by_id["43"].start_time is not None and by_id["42_2"].start_time is None
+
+
+def test_history_from_recorded_sacct() -> None:
+    runner = RecordedRunner({"sacct": recorded("sacct.txt")})
+    jobs = CliBackend(runner=runner).history(["39", "40", "41", "42", "43"])
+    assert len(runner.calls) == 1
+    by_id = {j.job_id: j for j in jobs}
+    assert by_id["40"].exit_code == 3 and by_id["40"].state.is_failure
+    assert by_id["41"].state is JobState.CANCELLED  # "CANCELLED by 0"
+    assert by_id["41"].elapsed_s == 3
+    assert by_id["43"].tres["gres/gpu"] == "2"
+    pending = by_id["42_[2-5%2]"]
+    assert pending.nodes == "" and pending.state is JobState.PENDING
+
+
+def test_nodes_from_recorded_scontrol() -> None:
+    runner = RecordedRunner({"scontrol -o show": recorded("scontrol_show_node.txt")})
+    nodes = CliBackend(runner=runner).nodes()
+    assert [n.name for n in nodes] == ["n1", "n2", "n3", "n4"]
+    assert all(n.gpus == 4 and n.cpus == 4 for n in nodes)
+    assert nodes[0].address == "127.0.1.1"
+    assert nodes[0].status.state in {NodeState.MIXED, NodeState.IDLE, NodeState.ALLOCATED}
+    assert nodes[0].partitions == ("gpu", "debug")
+
+
+def test_gpu_indices_from_recorded_job() -> None:
+    assert parse_gpu_indices(recorded("scontrol_show_job_d.txt")) == {"n2": [0, 1]}
+
+
+def test_gpu_indices_of_multi_node_job() -> None:
+    text = (
+        "     Nodes=n[1-2] CPU_IDs=0 Mem=0 GRES=gpu:2(IDX:1,3)\n"
+        "     Nodes=n4 CPU_IDs=0-1 Mem=0 GRES=gpu:4(IDX:0-3)\n"
+    )
+    assert parse_gpu_indices(text) == {"n1": [1, 3], "n2": [1, 3], "n4": [0, 1, 2, 3]}
+
+
+def test_submit_parses_parsable_output_and_passes_script_on_stdin() -> None:
+    seen: dict[str, object] = {}
+
+    def runner(argv: Sequence[str], **kw: object) -> CommandResult:
+        seen.update(kw, argv=argv)
+        return CommandResult(tuple(argv), 0, "1234;hpcsb\n", "", 0.0)
+
+    result = CliBackend(runner=runner).submit("#!/bin/bash\ntrue\n", args=["--hold"])  # type: ignore[arg-type]
+    assert result.job_id == "1234" and result.cluster == "hpcsb"
+    assert seen["input"] == "#!/bin/bash\ntrue\n"
+    assert seen["argv"] == ["sbatch", "--parsable", "--hold"]
+    assert seen["error"] is SlurmError
+
+
+def test_submit_without_job_id_is_an_error() -> None:
+    def runner(argv: Sequence[str], **kw: object) -> CommandResult:
+        return CommandResult(tuple(argv), 0, "something odd\n", "", 0.0)
+
+    with pytest.raises(SlurmError, match="no job id"):
+        CliBackend(runner=runner).submit("#!/bin/bash\n")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("1-00:00:00", 1440),
+        ("30:00", 30),
+        ("00:30:00", 30),
+        ("45", 45),
+        ("UNLIMITED", None),
+        ("2:00:30", 121),
+    ],
+)
+def test_parse_minutes(text: str, minutes: int | None) -> None:
+    assert parse_minutes(text) == minutes
+
+
+def test_parse_tres_both_spellings() -> None:
+    assert parse_tres("cpu=4,mem=8G,gres/gpu=2") == {"cpu": "4", "mem": "8G", "gres/gpu": "2"}
+    assert parse_tres("gres:gpu:2") == {"gres/gpu": "2"}
+    assert parse_tres("gres/gpu:a100:4") == {"gres/gpu": "4"}
+    assert parse_tres("N/A") == {}
+
+
+def test_count_gres_gpus() -> None:
+    assert count_gres_gpus("gpu:4") == 4
+    assert count_gres_gpus("gpu:a100:4(S:0-1),shard:8") == 4
+    assert count_gres_gpus("(null)") == 0
+
+
+def test_key_values_keep_reason_with_spaces() -> None:
+    kv = parse_key_values(
+        "NodeName=n1 State=IDLE+DRAIN Reason=hpcplat-agent: gpu 2 missing [root@2026-11-23T17:00:00]"
+    )
+    assert kv["State"] == "IDLE+DRAIN"
+    assert kv["Reason"].startswith("hpcplat-agent: gpu 2 missing")
