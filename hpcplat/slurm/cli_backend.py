@@ -117,13 +117,16 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def parse_key_values(line: str) -> dict[str, str]:
-    """One ``scontrol -o show ...`` record: ``Key=Value Key2=Value with spaces`` (``Reason`` last)."""
+def parse_key_values(line: str, *, trailing: str | None = None) -> dict[str, str]:
+    """One ``scontrol -o show ...`` record: ``Key=Value Key2=Value``.
+
+    ``trailing`` names a field whose value may hold spaces and runs to the end of the line (a
+    node's ``Reason``); job records have no such field at their end.
+    """
     result: dict[str, str] = {}
-    reason = ""
-    if " Reason=" in line:
-        line, reason = line.split(" Reason=", 1)
-        result["Reason"] = reason.strip()
+    if trailing and f" {trailing}=" in line:
+        line, rest = line.split(f" {trailing}=", 1)
+        result[trailing] = rest.strip()
     for match in re.finditer(r"(\S+?)=(\S*)", line):
         result.setdefault(match.group(1), match.group(2))
     return result
@@ -396,7 +399,7 @@ class CliBackend:
         for line in result.stdout.splitlines():
             if not line.startswith("NodeName="):
                 continue
-            kv = parse_key_values(line)
+            kv = parse_key_values(line, trailing="Reason")
             alloc = parse_tres(kv.get("AllocTRES", ""))
             nodes.append(
                 NodeInfo(

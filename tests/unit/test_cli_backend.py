@@ -159,7 +159,15 @@ def test_count_gres_gpus() -> None:
 
 def test_key_values_keep_reason_with_spaces() -> None:
     kv = parse_key_values(
-        "NodeName=n1 State=IDLE+DRAIN Reason=hpcplat-agent: gpu 2 missing [root@2026-11-23T17:00:00]"
+        "NodeName=n1 State=IDLE+DRAIN Reason=hpcplat-agent: gpu 2 missing [root@2026-11-23T17:00:00]",
+        trailing="Reason",
     )
     assert kv["State"] == "IDLE+DRAIN"
     assert kv["Reason"].startswith("hpcplat-agent: gpu 2 missing")
+
+
+def test_key_values_of_a_job_record_keep_every_field() -> None:
+    kv = parse_key_values(
+        "JobId=5 JobName=x JobState=RUNNING Reason=None Dependency=(null) Requeue=1 BatchFlag=1"
+    )
+    assert kv["Reason"] == "None" and kv["Requeue"] == "1" and kv["BatchFlag"] == "1"

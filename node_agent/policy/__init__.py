@@ -1,0 +1,1 @@
+"""Recycling policies. Each one decides from observations; :mod:`node_agent.actions` acts."""

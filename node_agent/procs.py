@@ -1,0 +1,203 @@
+"""The node's processes as the agent needs them: CPU time, RSS and the Slurm job each belongs to.
+
+Read straight from ``/proc`` (no psutil): ``/proc/<pid>/stat`` for CPU ticks, RSS and start time,
+``/proc/<pid>/environ`` for ``SLURM_JOB_ID``, ``SLURMD_NODENAME`` and ``HPCPLAT_JOB_DIR``. A
+process's initial environment never changes, so it is read once per (pid, start time) and cached;
+each scan costs one ``stat`` read per process.
+
+``SLURMD_NODENAME`` tells which Slurm node a job process belongs to: on a real cluster there is one
+node per host, but the sandbox runs several slurmd on one host, and the agent of node ``n1`` must
+not take ``n2``'s processes for its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+_ENV_KEYS = (b"SLURM_JOB_ID", b"SLURMD_NODENAME", b"HPCPLAT_JOB_DIR")
+
+
+@dataclass(frozen=True)
+class ProcEnv:
+    job_id: str | None
+    node: str | None
+    job_dir: str | None
+    readable: bool
+    """False when the environment could not be read (not root): the job is then unknown."""
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    start_ticks: int
+    """Start time in clock ticks after boot: (pid, start_ticks) names a process uniquely."""
+    uid: int
+    comm: str
+    state: str
+    cpu_ticks: int
+    """utime + stime."""
+    rss_kb: int
+    env: ProcEnv
+
+    @property
+    def job_id(self) -> str | None:
+        return self.env.job_id
+
+    def on_node(self, node: str) -> bool:
+        """The process belongs to a Slurm job of ``node`` (by its ``SLURMD_NODENAME``)."""
+        return self.env.job_id is not None and self.env.node == node
+
+
+@dataclass(frozen=True)
+class ProcSnapshot:
+    at: float
+    """``CLOCK_BOOTTIME`` seconds of the scan: comparable with a process's start time."""
+    procs: dict[int, ProcInfo]
+
+    def of_job(self, job_id: str, node: str) -> list[ProcInfo]:
+        return [p for p in self.procs.values() if p.env.job_id == job_id and p.env.node == node]
+
+    def jobs_on(self, node: str) -> set[str]:
+        return {p.env.job_id for p in self.procs.values() if p.env.job_id is not None and p.env.node == node}
+
+    def get(self, pid: int) -> ProcInfo | None:
+        return self.procs.get(pid)
+
+
+def parse_stat(text: str) -> tuple[str, str, int, int, int, int]:
+    """``(comm, state, ppid, cpu_ticks, start_ticks, rss_pages)`` from ``/proc/<pid>/stat``.
+
+    The command name sits in parentheses and may itself hold spaces and parentheses, so the
+    fields are split after the last ``)``.
+    """
+    open_paren = text.index("(")
+    close_paren = text.rindex(")")
+    comm = text[open_paren + 1 : close_paren]
+    rest = text[close_paren + 2 :].split()
+    # rest[0] is field 3 (state); field N is rest[N - 3].
+    state = rest[0]
+    ppid = int(rest[1])
+    utime, stime = int(rest[11]), int(rest[12])
+    start = int(rest[19])
+    rss = int(rest[21])
+    return comm, state, ppid, utime + stime, start, rss
+
+
+def parse_environ(data: bytes) -> ProcEnv:
+    found: dict[bytes, str] = {}
+    for entry in data.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep and key in _ENV_KEYS:
+            found[key] = value.decode("utf-8", "replace")
+    return ProcEnv(
+        job_id=found.get(b"SLURM_JOB_ID") or None,
+        node=found.get(b"SLURMD_NODENAME") or None,
+        job_dir=found.get(b"HPCPLAT_JOB_DIR") or None,
+        readable=True,
+    )
+
+
+class ProcessTable:
+    """Scans ``/proc``; keeps each process's parsed environment until the process goes."""
+
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root
+        self._env: dict[tuple[int, int], ProcEnv] = {}
+        self._uid: dict[tuple[int, int], int] = {}
+
+    def _pids(self) -> Iterator[int]:
+        try:
+            names = os.listdir(self.root)
+        except OSError as exc:
+            log.error("cannot list %s: %s", self.root, exc)
+            return
+        for name in names:
+            if name.isdigit():
+                yield int(name)
+
+    def _read_env(self, pid: int) -> ProcEnv:
+        try:
+            with open(f"{self.root}/{pid}/environ", "rb") as handle:
+                return parse_environ(handle.read())
+        except PermissionError:
+            return ProcEnv(None, None, None, readable=False)
+        except OSError:
+            return ProcEnv(None, None, None, readable=False)
+
+    def read(self, pid: int) -> ProcInfo | None:
+        """One process, or ``None`` when it is gone (or is a kernel thread without a stat)."""
+        try:
+            with open(f"{self.root}/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+                comm, state, ppid, cpu, start, rss = parse_stat(handle.read())
+        except (OSError, ValueError, IndexError):
+            return None
+        key = (pid, start)
+        env = self._env.get(key)
+        if env is None:
+            env = self._read_env(pid)
+            self._env[key] = env
+        uid = self._uid.get(key)
+        if uid is None:
+            try:
+                uid = os.stat(f"{self.root}/{pid}").st_uid
+            except OSError:
+                return None
+            self._uid[key] = uid
+        return ProcInfo(pid, ppid, start, uid, comm, state, cpu, rss * PAGE_KB, env)
+
+    def scan(self) -> ProcSnapshot:
+        now = boot_time()
+        procs: dict[int, ProcInfo] = {}
+        for pid in self._pids():
+            info = self.read(pid)
+            if info is not None:
+                procs[pid] = info
+        live = {(p.pid, p.start_ticks) for p in procs.values()}
+        for key in [k for k in self._env if k not in live]:
+            del self._env[key]
+            self._uid.pop(key, None)
+        return ProcSnapshot(at=now, procs=procs)
+
+    def holders_of(self, paths: Iterable[str], pids: Iterable[int]) -> dict[str, set[int]]:
+        """Which of ``pids`` hold one of ``paths`` open (``/proc/<pid>/fd`` links)."""
+        wanted = {os.path.realpath(p): p for p in paths}
+        found: dict[str, set[int]] = {p: set() for p in wanted.values()}
+        for pid in pids:
+            fd_dir = f"{self.root}/{pid}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if target in wanted:
+                    found[wanted[target]].add(pid)
+        return found
+
+
+def boot_time() -> float:
+    """Seconds since boot (``CLOCK_BOOTTIME``), the clock of ``/proc/<pid>/stat`` start times."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def ancestors(pid: int, snapshot: ProcSnapshot) -> set[int]:
+    """``pid`` and its ancestors: processes the agent must never signal."""
+    seen: set[int] = set()
+    current: int | None = pid
+    while current and current not in seen:
+        seen.add(current)
+        info = snapshot.get(current)
+        current = info.ppid if info is not None else None
+    return seen
