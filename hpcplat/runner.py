@@ -115,3 +115,41 @@ def run(
             stderr=proc.stderr,
         )
     return result
+
+
+def run_streaming(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    check: bool = True,
+    error: type[CommandError] = CommandError,
+) -> int:
+    """Run ``argv`` with its output going straight to this process's stdout/stderr (a live
+    progress display, say). Same deadline and typed errors as :func:`run`; returns the exit code."""
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd)
+    except FileNotFoundError as exc:
+        raise CommandNotFound(f"{argv[0]}: command not found", argv=argv, returncode=None) from exc
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise CommandTimeout(
+            f"{_describe(argv)}: no answer within {timeout:g} s (killed)", argv=argv, returncode=None
+        ) from exc
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if check and code != 0:
+        raise error(f"{_describe(argv)} failed with exit code {code}", argv=argv, returncode=code)
+    return code
