@@ -26,7 +26,7 @@ def client(sandbox: Sandbox) -> Iterator[CliBackend]:
 
 
 def submit(client: CliBackend, script: str, *args: str) -> str:
-    job_id = client.submit(script, args=list(args)).job_id
+    job_id = client.submit(script, args=["--output=/dev/null", *args]).job_id
     client.submitted.append(job_id)  # type: ignore[attr-defined]
     return job_id
 

@@ -1,0 +1,440 @@
+"""``hpcplat runs``, ``hpcplat run show|plot``, ``hpcplat rerun`` and ``hpcplat reconcile``.
+
+Thin commands over :class:`hpcplat.catalog.Catalog`. ``hpcplat runs`` (the list) uses SQLAlchemy Core
+only, so it stays fast; nothing here imports the catalog before a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hpcplat.errors import HpcplatError, UsageError
+
+if TYPE_CHECKING:
+    from hpcplat.catalog.queries import RunDetails
+    from hpcplat.catalog.service import Catalog
+
+catalog_option = click.option(
+    "--catalog",
+    "catalog_url",
+    metavar="URL",
+    default=None,
+    help="Catalog database URL (default: $HPCPLAT_CATALOG_URL, then [catalog] url of the site config).",
+)
+
+
+def open_catalog(url: str | None) -> Catalog:
+    from hpcplat.catalog.service import Catalog
+
+    return Catalog.open(url)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+# -- hpcplat runs -------------------------------------------------------------------------------
+
+
+@click.group(invoke_without_command=True)
+@click.option("--user", help="Only runs of this user.")
+@click.option("--team", help="Only runs of this team (Slurm account).")
+@click.option("--tag", help="Only runs with this tag.")
+@click.option("--status", help="Only runs in these states, comma-separated (e.g. running,requeued).")
+@click.option(
+    "--limit", type=int, default=50, show_default=True, help="At most this many runs, newest first."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON output (one array).")
+@catalog_option
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    *,
+    user: str | None,
+    team: str | None,
+    tag: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    catalog_url: str | None,
+) -> None:
+    """List runs in the catalog (newest first), or compare runs (`hpcplat runs compare A B`)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"catalog_url": catalog_url}
+        return
+    from hpcplat.catalog.listing import list_runs_at
+
+    rows = list_runs_at(catalog_url, user=user, team=team, tag=tag, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        return
+    if not rows:
+        click.echo("no runs match" if any((user, team, tag, status)) else "no runs in the catalog yet")
+        return
+    table = [
+        [
+            r.id[:8],
+            r.name,
+            r.owner,
+            r.team,
+            r.status.value,
+            r.job_id or "-",
+            _when(r.created),
+            ",".join(r.tags),
+        ]
+        for r in rows
+    ]
+    click.echo(format_table(["RUN", "NAME", "OWNER", "TEAM", "STATUS", "JOB", "CREATED", "TAGS"], table))
+
+
+@runs.command("compare")
+@click.argument("refs", nargs=-1, required=True)
+@click.option(
+    "--all", "show_all", is_flag=True, help="Show equal rows too (default: differences and key rows)."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@catalog_option
+@click.pass_context
+def compare(
+    ctx: click.Context, refs: tuple[str, ...], show_all: bool, as_json: bool, catalog_url: str | None
+) -> None:
+    """Params, final metrics and provenance of runs side by side; differences are highlighted."""
+    if len(refs) < 2:
+        raise UsageError(
+            "compare needs at least two runs", hint="hpcplat runs compare RUN_A RUN_B [RUN_C ...]"
+        )
+    url = catalog_url or (ctx.obj or {}).get("catalog_url")
+    with open_catalog(url) as catalog:
+        result = catalog.compare(list(refs))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    headers = [
+        "",
+        "SECTION",
+        "KEY",
+        *[f"{rid[:8]} {name}".strip() for rid, name in zip(result.run_ids, result.names, strict=True)],
+    ]
+    shown = [r for r in result.rows if show_all or r.differs or r.section in ("run", "metrics")]
+    table = [
+        [
+            "*" if r.differs else "",
+            r.section,
+            r.key,
+            *[v if len(v) <= 40 else v[:37] + "..." for v in r.values],
+        ]
+        for r in shown
+    ]
+    text = format_table(headers, table).splitlines()
+    click.echo(text[0])
+    for line, row in zip(text[1:], shown, strict=True):
+        click.echo(click.style(line, fg="yellow", bold=True) if row.differs else line)
+    click.echo(f"\n{len(result.differences)} differences (marked *) across {len(result.rows)} rows")
+
+
+# -- hpcplat run show / plot --------------------------------------------------------------------
+
+
+@click.group()
+def run() -> None:
+    """Show or plot one run from the catalog."""
+
+
+@run.command("show")
+@click.argument("ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Everything as JSON.")
+@click.option("--diff", "show_diff", is_flag=True, help="Print the recorded uncommitted diff.")
+@click.option("--script", "show_script", is_flag=True, help="Print the recorded sbatch script.")
+@catalog_option
+def show(ref: str, as_json: bool, show_diff: bool, show_script: bool, catalog_url: str | None) -> None:
+    """Provenance, params, latest metrics, attempts, events and GPU-hours of one run."""
+    with open_catalog(catalog_url) as catalog:
+        details = catalog.details(ref)
+        script = catalog.sbatch_script(details.run.id) if show_script else ""
+    if as_json:
+        click.echo(json.dumps(details.to_dict(), indent=1, default=str))
+        return
+    if show_diff:
+        click.echo(
+            details.code.diff if details.code and details.code.diff else "(no uncommitted diff recorded)"
+        )
+        return
+    if show_script:
+        click.echo(script or "(no sbatch script recorded)")
+        return
+    click.echo(render_details(details))
+
+
+def render_details(d: RunDetails) -> str:
+    r = d.run
+    out = [
+        f"run {r.id}  {r.name}",
+        f"  status   {r.status.value}" + (f" ({r.status_reason})" if r.status_reason else ""),
+    ]
+    out.append(
+        f"  owner    {r.owner}  team {r.team or '-'}  tier {r.tier or '-'}  tags {','.join(r.tags) or '-'}"
+    )
+    out.append(f"  created  {_when(r.created)}  updated {_when(r.updated)}")
+    if r.rerun_of:
+        out.append(f"  rerun of {r.rerun_of}")
+    out.append("code")
+    if d.code is None:
+        out.append("  (not recorded)")
+    elif d.code.vcs != "git":
+        out.append(f"  not under git: {d.code.reason}")
+    else:
+        c = d.code
+        out.append(f"  {c.repo or c.root} @ {c.commit or '(no commit)'} ({c.branch or 'detached'})")
+        state = "dirty" if c.dirty else "clean"
+        if c.dirty:
+            state += (
+                f", diff of {len(c.diff.splitlines())} lines recorded"
+                if c.diff
+                else ", diff too large to record"
+            )
+        if c.untracked:
+            state += f", {len(c.untracked)} untracked files not recorded"
+        out.append(f"  {state}")
+    out.append("environment")
+    if d.env is None:
+        out.append("  (not recorded)")
+    else:
+        e = d.env
+        out.append(f"  python {e.python_version} on {e.hostname}, {len(e.packages)} packages")
+        out.append(f"  modules {' '.join(e.modules) or '-'}")
+        extras = [
+            f"{label} {value}"
+            for label, value in (
+                ("container", e.container_image),
+                ("digest", e.container_digest),
+                ("cuda", e.cuda_version),
+                ("driver", e.driver_version),
+                ("nccl", e.nccl_version),
+                ("torch", e.torch_version),
+            )
+            if value
+        ]
+        if extras:
+            out.append("  " + ", ".join(extras))
+    out.append("datasets")
+    out += [f"  {v.ref}  {v.content_hash[:16]}  {v.file_count} files  {v.location}" for v in d.datasets] or [
+        "  -"
+    ]
+    out.append("params")
+    out += [f"  {k} = {_value(v)}" for k, v in d.params.items()] or ["  -"]
+    out.append("metrics (latest)")
+    out += [
+        f"  {m.name} = {m.value:.6g} at step {m.step}  "
+        f"({m.count} points, min {m.minimum:.4g}, max {m.maximum:.4g})"
+        for m in d.metrics
+    ] or ["  -"]
+    out.append("attempts")
+    if d.attempts:
+        rows = [
+            [
+                a.job_id,
+                str(a.restart),
+                a.state.value,
+                a.nodes or "-",
+                _when(a.start),
+                _when(a.end),
+                "-" if a.exit_code is None else str(a.exit_code),
+                a.reason or "",
+            ]
+            for a in d.attempts
+        ]
+        table = format_table(["JOB", "RESTART", "STATE", "NODES", "START", "END", "EXIT", "REASON"], rows)
+        out += ["  " + line for line in table.splitlines()]
+    else:
+        out.append("  -")
+    out.append(
+        f"GPU-hours  allocated {d.gpu_hours_allocated:.2f} (Slurm)  used {d.gpu_hours_used:.2f}  "
+        f"idle {d.gpu_hours_idle:.2f} (node agent)"
+    )
+    if d.artifacts:
+        out.append("artifacts")
+        out += [
+            f"  {a.kind.value.lower():<10} {a.path}  {a.size} bytes  {a.sha256[:12]}" for a in d.artifacts
+        ]
+    out.append("events")
+    out += [
+        f"  {_when(e.at)}  {e.kind.value:<13} {e.source or '-':<12} {e.job_id or '-':<10} {e.reason}"
+        for e in d.events
+    ] or ["  -"]
+    return "\n".join(out)
+
+
+@run.command("plot")
+@click.argument("ref", metavar="RUN")
+@click.option("--metric", required=True, help="The metric to plot (e.g. loss).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG path.")
+@click.option("--no-png", is_flag=True, help="Only the terminal plot.")
+@click.option("--width", type=int, default=72, show_default=True)
+@click.option("--height", type=int, default=16, show_default=True)
+@catalog_option
+def plot(
+    *,
+    ref: str,
+    metric: str,
+    out_path: Path | None,
+    no_png: bool,
+    width: int,
+    height: int,
+    catalog_url: str | None,
+) -> None:
+    """Plot one metric of a run: in the terminal, and as a PNG."""
+    from hpcplat.plot import png_plot, text_plot
+
+    with open_catalog(catalog_url) as catalog:
+        details = catalog.details(ref)
+        series = catalog.metric_series(details.run.id, metric)
+    if not series:
+        names = ", ".join(m.name for m in details.metrics) or "none"
+        raise UsageError(
+            f"run {details.run.id[:8]} has no metric {metric!r} (metrics: {names})", hint="pick one of them"
+        )
+    title = f"{metric} - run {details.run.id[:8]} {details.run.name}".rstrip()
+    click.echo(text_plot(series, width=width, height=height, title=title))
+    if not no_png:
+        target = out_path or Path(f"{details.run.id[:8]}-{metric}.png")
+        png_plot({metric: series}, target, title=title, ylabel=metric)
+        click.echo(f"PNG: {target}")
+
+
+# -- hpcplat rerun ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("ref", metavar="RUN")
+@click.option("--allow-drift", is_flag=True, help="Submit even when code, data, modules or packages differ.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the rerun to finish and compare its metrics.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait with --wait.")
+@catalog_option
+def rerun(ref: str, allow_drift: bool, wait_: bool, timeout: float, catalog_url: str | None) -> None:
+    """Rebuild a run's job from the catalog, check for drift, and submit it again."""
+    with open_catalog(catalog_url) as catalog:
+        original = catalog.details(ref)
+        if original.run.spec.get("kind") == "sbatch" or not original.run.spec:
+            raise UsageError(
+                f"run {original.run.id[:8]} was started with plain sbatch: the catalog has its script, "
+                "not a job spec",
+                hint=f"resubmit the script (`hpcplat run show {original.run.id[:8]} --script`) with sbatch",
+            )
+        report = catalog.drift(original.run.id)
+        if report.blocking and not allow_drift:
+            lines = "\n".join(f"  - {d}" for d in report.differences)
+            raise UsageError(
+                f"run {original.run.id[:8]} cannot be rerun as recorded; what differs now:\n{lines}",
+                hint="restore what differs (for code: git checkout the commit and apply "
+                f"`hpcplat run show {original.run.id[:8]} --diff`), or pass --allow-drift",
+            )
+        for difference in report.differences:
+            click.echo(f"drift: {difference}", err=True)
+        from hpcplat.spec import JobSpec
+        from hpcplat.submission import submit
+
+        spec = JobSpec.from_dict(original.run.spec)
+        submission = submit(spec)
+        new_id = str(submission.run_id)
+        catalog.set_rerun_of(new_id, original.run.id)
+        note = f"rerun of {original.run.id}"
+        if report.differences:
+            note += "; drift: " + "; ".join(report.lines())
+        catalog.add_event(kind="NOTE", reason=note, run_id=new_id, source="rerun")
+        click.echo(f"submitted run {new_id} (job {submission.job_id}), a rerun of {original.run.id}")
+        if wait_:
+            _wait_and_compare(catalog, original, new_id, timeout)
+
+
+def _wait_and_compare(catalog: Catalog, original: RunDetails, new_id: str, timeout: float) -> None:
+    from hpcplat.catalog.agreement import agreement
+    from hpcplat.slurm.client import get_client
+
+    client = get_client()
+    deadline = time.monotonic() + timeout
+    delay = 2.0
+    while True:
+        catalog.reconcile(client)
+        status = catalog.run(new_id).status
+        if status.is_terminal:
+            break
+        if time.monotonic() > deadline:
+            raise HpcplatError(
+                f"run {new_id[:8]} is still {status.value} after {timeout:g} s",
+                hint=f"check later with `hpcplat run show {new_id[:8]}`",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 30.0)
+    click.echo(f"rerun {new_id[:8]} finished: {status.value}")
+    names = [m.name for m in original.metrics]
+    before = {n: catalog.metric_series(original.run.id, n) for n in names}
+    after = {n: catalog.metric_series(new_id, n) for n in names}
+    results = agreement(before, after)
+    for result in results:
+        click.echo(f"  {result}")
+    if results and all(r.bit_exact for r in results):
+        click.echo("metrics agree bit-exactly with the original run")
+
+
+# -- hpcplat reconcile --------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--grace",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds before a stuck submission is resolved.",
+)
+@click.option(
+    "--spool",
+    "spools",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Also ingest this spool file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@catalog_option
+def reconcile(grace: float, spools: tuple[Path, ...], as_json: bool, catalog_url: str | None) -> None:
+    """Bring attempts, run states and usage in line with Slurm (one squeue + one sacct)."""
+    from dataclasses import asdict
+
+    from hpcplat.slurm.client import get_client
+
+    with open_catalog(catalog_url) as catalog:
+        report = catalog.reconcile(get_client(), grace_s=grace)
+        for path in spools:
+            report.spool_points += catalog.ingest_spool(path)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=1))
+        return
+    click.echo(report.summary())
+    for run_id, old, new in report.runs_changed:
+        click.echo(f"  {run_id[:8]}  {old} -> {new}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)

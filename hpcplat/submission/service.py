@@ -1,0 +1,418 @@
+"""The submission service: what ``hpcplat submit``, :class:`hpcplat.Executor`, sweeps and
+``hpcplat rerun`` all call.
+
+    validate (cluster, datasets) → capture provenance → catalog.record_intent → sbatch
+        → catalog.confirm_submission
+
+Nothing is ever half-submitted:
+
+* a spec the cluster would refuse raises :class:`UsageError` before anything is written;
+* ``sbatch`` failing marks the recorded run NOT_SUBMITTED (``abandon_intent``) and raises
+  :class:`SubmissionError` with Slurm's own words;
+* the catalog failing *after* ``sbatch`` cancels the job (``scancel``) and says so; should that fail
+  too, a reconciliation record is written (:mod:`hpcplat.submission.spool`) and the error names it.
+  There is never a job the catalog does not know about without a record saying so.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcplat.errors import HpcplatError, UsageError
+from hpcplat.siteconfig import SiteConfig
+from hpcplat.siteconfig import load as load_config
+from hpcplat.slurm.client import SlurmClient
+from hpcplat.spec import JobSpec
+from hpcplat.submission import spool
+from hpcplat.submission.render import ArrayPart, render
+from hpcplat.submission.validate import Checked, validate
+
+if TYPE_CHECKING:
+    from hpcplat.catalog import Catalog
+    from hpcplat.catalog.intent import RunIntent
+
+log = logging.getLogger(__name__)
+
+PENDING_RUN_ID = "RUN-ID-ASSIGNED-AT-SUBMISSION"
+"""Stands for the run id in the copy of the script recorded with the intent: the catalog assigns
+the id when the intent is recorded, and the script that is submitted carries the real one."""
+
+
+class SubmissionError(HpcplatError):
+    """Slurm refused the job, or the submission could not be completed cleanly (the message says
+    exactly what state things were left in)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    run_id: str
+    job_id: str
+    script: str
+    """The script given to sbatch."""
+    output_path: str
+    """Where the job's stdout and stderr go."""
+    job_dir: str
+    """``$HPCPLAT_JOB_DIR`` of the job."""
+    tracked: bool = True
+    """False when no catalog is configured (nothing was recorded)."""
+
+
+# -- collaborators, opened lazily --------------------------------------------------------------
+
+_catalogs: dict[str, Catalog] = {}
+
+
+def open_catalog(config: SiteConfig) -> Catalog | None:
+    """The catalog named by the configuration (opened once per process), or ``None`` when none is
+    configured."""
+    url = config.catalog_url
+    if not url:
+        return None
+    held = _catalogs.get(url)
+    if held is None:
+        from hpcplat.catalog import Catalog
+
+        held = Catalog.open(url)
+        _catalogs[url] = held
+    return held
+
+
+def capture_provenance(workdir: str) -> dict[str, Any]:
+    """What :func:`hpcplat.provenance.capture` records, for the job's working directory; ``{}``
+    (with a warning) when provenance capture is not available.
+
+    The code state is captured afresh every time. The list of installed packages (reading every
+    distribution's metadata: tens of milliseconds) is kept for the life of the process and read
+    again only when a directory on ``sys.path`` changes (a package installed or removed), so a loop
+    of submissions does not pay for it each time."""
+    try:
+        from hpcplat.provenance import capture_code, capture_environment
+        from hpcplat.provenance.environment import installed_packages
+    except ImportError as exc:
+        log.warning("provenance capture unavailable (%s); the run is recorded without it", exc)
+        return {}
+    signature = _site_signature()
+    if _packages.get("signature") != signature:
+        _packages["packages"] = installed_packages()
+        _packages["signature"] = signature
+    return {
+        "code": capture_code(workdir).to_dict(),
+        "env": capture_environment(os.environ, packages=dict(_packages["packages"])),
+    }
+
+
+_packages: dict[str, Any] = {}
+_warned_untracked: list[bool] = []
+
+
+def _site_signature() -> tuple[tuple[str, int], ...]:
+    """The directories packages are found in, with their modification times."""
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(out)
+
+
+def current_user() -> str:
+    return getpass.getuser()
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def resolve_workdir(spec: JobSpec, cwd: str | None = None) -> JobSpec:
+    """The spec with an absolute working directory (default: ``cwd`` or the current directory), as
+    recorded in the catalog so that a rerun runs where the original did."""
+    base = cwd or os.getcwd()
+    workdir = os.path.join(base, spec.workdir) if spec.workdir else base
+    return spec.replace(workdir=os.path.abspath(workdir))
+
+
+def ensure_job_root(config: SiteConfig) -> Path:
+    """Create the directory job output goes to (Slurm does not, and fails the job without it)."""
+    root = config.job_root_path()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the job directory root {root}: {exc.strerror or exc}",
+            hint="set [submission] job_root in the site configuration to a writable shared directory",
+        ) from None
+    return root
+
+
+def check(
+    spec: JobSpec,
+    *,
+    client: SlurmClient,
+    config: SiteConfig,
+    catalog: Callable[[], Any] | None = None,
+) -> Checked:
+    """Validation only (also what ``--dry-run`` runs)."""
+    return validate(spec, client=client, config=config, catalog=catalog)
+
+
+def slurm_request(checked: Checked, config: SiteConfig, *, python: str | None = None) -> dict[str, Any]:
+    p = checked.placement
+    r = checked.spec.resources
+    return {
+        "partition": p.partition,
+        "qos": p.qos,
+        "account": p.account,
+        "tier": p.tier,
+        "preemptible": p.preemptible,
+        "warn_seconds": p.warn_seconds if p.preemptible else None,
+        "max_requeues": p.max_requeues,
+        "nodes": r.nodes,
+        "tasks_per_node": r.tasks_per_node,
+        "gpus_per_node": r.gpus_per_node,
+        "cpus_per_task": r.cpus_per_task,
+        "memory_mb": r.memory_mb,
+        "time_limit_min": r.time_limit_min,
+        "job_root": str(config.job_root_path()),
+        "dependencies": list(checked.spec.depends_on),
+    }
+
+
+def make_intent(
+    checked: Checked,
+    config: SiteConfig,
+    *,
+    script: str,
+    provenance: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    request: dict[str, Any] | None = None,
+) -> RunIntent:
+    from hpcplat.catalog.intent import RunIntent
+
+    spec = checked.spec
+    return RunIntent(
+        name=spec.name,
+        owner=current_user(),
+        team=checked.placement.account or "",
+        tier=checked.placement.tier or "",
+        tags=list(spec.tags),
+        spec=spec.to_dict(),
+        params=dict(spec.params if params is None else params),
+        datasets=list(checked.resolved_datasets),
+        sbatch_script=script,
+        slurm_request=request if request is not None else slurm_request(checked, config),
+        provenance=provenance,
+    )
+
+
+def sbatch(
+    client: SlurmClient,
+    script: str,
+    *,
+    cwd: str | None,
+    catalog: Catalog | None,
+    run_ids: Sequence[str],
+) -> str:
+    """Run sbatch; on failure mark the runs NOT_SUBMITTED and raise :class:`SubmissionError`."""
+    try:
+        return client.submit(script, cwd=cwd).job_id
+    except HpcplatError as exc:
+        slurm_words = getattr(exc, "stderr", "").strip() or exc.message
+        note = ""
+        if catalog is not None and run_ids:
+            failed: list[str] = []
+            for run_id in run_ids:
+                try:
+                    catalog.abandon_intent(run_id, f"sbatch failed: {slurm_words}")
+                except HpcplatError as inner:
+                    failed.append(f"{run_id} ({inner.message})")
+            shown = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs"
+            note = f"; {shown} marked NOT_SUBMITTED in the catalog"
+            if failed:
+                note += f", except {', '.join(failed)} which the catalog refused to update"
+        raise SubmissionError(
+            f"Slurm refused the job: {slurm_words}{note}",
+            hint="nothing was queued; fix the request and submit again",
+        ) from exc
+
+
+def confirm(
+    client: SlurmClient,
+    catalog: Catalog,
+    job_id: str,
+    confirmations: Sequence[tuple[str, str]],
+    *,
+    catalog_url: str,
+) -> None:
+    """Record (run id, job id) pairs; if the catalog fails, cancel ``job_id`` or spool a record."""
+    done = 0
+    try:
+        for run_id, attempt_job in confirmations:
+            catalog.confirm_submission(run_id, attempt_job)
+            done += 1
+    except Exception as exc:  # whatever failed, the job must not stay untracked
+        reason = exc.message if isinstance(exc, HpcplatError) else f"{type(exc).__name__}: {exc}"
+        what = f"job {job_id} was queued but the catalog could not record it ({reason})"
+        try:
+            client.cancel([job_id])
+        except HpcplatError as cancel_exc:
+            records = []
+            for run_id, attempt_job in confirmations[done:]:
+                try:
+                    records.append(
+                        str(spool.write_pending(run_id, attempt_job, catalog_url=catalog_url, reason=reason))
+                    )
+                except OSError as spool_exc:
+                    raise SubmissionError(
+                        f"{what}; cancelling it failed too ({cancel_exc.message}) and no reconciliation "
+                        f"record could be written ({spool_exc}). Job {job_id} is running UNTRACKED",
+                        hint=f"cancel it yourself: scancel {job_id}",
+                    ) from exc
+            raise SubmissionError(
+                f"{what}; cancelling it failed too ({cancel_exc.message}). It keeps running and will be "
+                f"attached to its run by `hpcplat reconcile` (record: {records[0] if records else '?'})",
+                hint=f"run `hpcplat reconcile` when the catalog is back, or cancel with scancel {job_id}",
+            ) from exc
+        raise SubmissionError(
+            f"{what}; the job was cancelled, nothing runs",
+            hint="check the catalog (`hpcplat db current`) and submit again",
+        ) from exc
+
+
+def submit(
+    spec: JobSpec,
+    *,
+    client: SlurmClient | None = None,
+    config: SiteConfig | None = None,
+    catalog: Catalog | None = None,
+    cwd: str | None = None,
+    python: str | None = None,
+) -> Submission:
+    """Validate, record and submit ``spec``; returns the run id and Slurm job id.
+
+    ``client``, ``config`` and ``catalog`` default to :func:`hpcplat.slurm.get_client`, the site
+    configuration and the catalog it names (no catalog configured: the job is submitted untracked,
+    with a warning). ``cwd`` is the directory relative working directories are taken from.
+    """
+    config = config or load_config()
+    if client is None:
+        from hpcplat.slurm import get_client
+
+        client = get_client()
+    spec = resolve_workdir(spec, cwd)
+    held: dict[str, Catalog | None] = {}
+
+    def get_catalog() -> Catalog | None:
+        if "c" not in held:
+            held["c"] = catalog if catalog is not None else open_catalog(config)
+        return held["c"]
+
+    checked = check(spec, client=client, config=config, catalog=get_catalog)
+    job_root = ensure_job_root(config)
+    workdir = spec.workdir or os.getcwd()
+    cat = get_catalog()
+    if cat is None:
+        log.warning(
+            "no catalog configured ([catalog] url): job %r is submitted without being recorded", spec.name
+        )
+        run_id = str(uuid.uuid4())
+        script = render(
+            checked.spec,
+            config,
+            run_id=run_id,
+            placement=checked.placement,
+            python=python,
+            datasets=checked.datasets,
+        )
+        job_id = sbatch(client, script, cwd=workdir, catalog=None, run_ids=())
+        return Submission(
+            run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}", tracked=False
+        )
+
+    provenance = capture_provenance(workdir)
+    recorded_script = render(
+        checked.spec,
+        config,
+        run_id=PENDING_RUN_ID,
+        placement=checked.placement,
+        python=python,
+        datasets=checked.datasets,
+    )
+    intent = make_intent(checked, config, script=recorded_script, provenance=provenance)
+    run_id = cat.record_intent(intent)
+    script = render(
+        checked.spec,
+        config,
+        run_id=run_id,
+        placement=checked.placement,
+        python=python,
+        datasets=checked.datasets,
+    )
+    job_id = sbatch(client, script, cwd=workdir, catalog=cat, run_ids=[run_id])
+    confirm(client, cat, job_id, [(run_id, job_id)], catalog_url=config.catalog_url or "")
+    return Submission(run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}")
+
+
+def dry_run(
+    spec: JobSpec,
+    *,
+    client: SlurmClient | None = None,
+    config: SiteConfig | None = None,
+    cwd: str | None = None,
+    python: str | None = None,
+    validate_cluster: bool = True,
+) -> str:
+    """The script ``submit`` would give sbatch (validated against the cluster unless
+    ``validate_cluster`` is false); nothing is recorded or submitted."""
+    config = config or load_config()
+    spec = resolve_workdir(spec, cwd)
+    if validate_cluster:
+        if client is None:
+            from hpcplat.slurm import get_client
+
+            client = get_client()
+        checked = check(spec, client=client, config=config, catalog=lambda: open_catalog(config))
+        return render(
+            checked.spec,
+            config,
+            run_id="DRY-RUN",
+            placement=checked.placement,
+            python=python,
+            datasets=checked.datasets,
+        )
+    return render(spec, config, run_id="DRY-RUN", python=python)
+
+
+def submit_array_script(
+    client: SlurmClient,
+    script: str,
+    *,
+    cwd: str,
+    catalog: Catalog | None,
+    run_ids: Sequence[str],
+    catalog_url: str,
+    array: ArrayPart,
+) -> str:
+    """sbatch one array whose task ``i`` is run ``run_ids[i]``; confirm every task (or undo)."""
+    if len(run_ids) != array.size and catalog is not None:
+        raise ValueError("one run id per array task")
+    job_id = sbatch(client, script, cwd=cwd, catalog=catalog, run_ids=run_ids)
+    if catalog is not None:
+        confirm(
+            client,
+            catalog,
+            job_id,
+            [(run_id, f"{job_id}_{i}") for i, run_id in enumerate(run_ids)],
+            catalog_url=catalog_url,
+        )
+    return job_id
+
+
+__all__ = ["PENDING_RUN_ID", "Submission", "SubmissionError", "UsageError", "dry_run", "submit"]

@@ -1,0 +1,251 @@
+"""In-job tracking (hpcplat.track) against real catalog databases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hpcplat import track
+from hpcplat.catalog import Catalog, RunIntent
+
+
+@pytest.fixture(autouse=True)
+def _clean_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in (
+        "HPCPLAT_RUN_ID",
+        "HPCPLAT_CATALOG_URL",
+        "HPCPLAT_JOB_DIR",
+        "RANK",
+        "SLURM_PROCID",
+        "SLURM_RESTART_COUNT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    if track._tracker is not None:
+        track._tracker.close()
+    track._tracker = None
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    with Catalog.open(catalog_url) as cat:
+        yield cat
+
+
+def _run(catalog: Catalog) -> str:
+    return catalog.record_intent(RunIntent(name="t", owner="alice", team="vision"))
+
+
+def _points(catalog: Catalog) -> int:
+    with catalog.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT COUNT(*) FROM metric_point").scalar_one())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "metric 'loss': nan is not finite"),
+        (float("inf"), "metric 'loss': inf is not finite"),
+        ("0.5", r"metric 'loss': '0.5' is not a number \(str\)"),
+        (True, r"metric 'loss': True is not a number \(bool\)"),
+        (None, "metric 'loss': None is not a number"),
+        ([1.0], r"metric 'loss': \[1.0\] is not a number \(list\)"),
+    ],
+)
+def test_bad_values_are_refused_at_log_time(value: object, message: str, catalog: Catalog) -> None:
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url)
+    with pytest.raises(ValueError, match=message):
+        track.log_metric(step=1, acc=0.5, loss=value)
+    track.flush()
+    assert _points(catalog) == 0  # nothing of a refused call is recorded
+
+
+def test_numbers_of_other_types_are_accepted(catalog: Catalog) -> None:
+    np = pytest.importorskip("numpy")
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url)
+    track.log_metric(step=np.int64(3), a=1, b=np.float32(0.25), c=np.float64(2.5))
+    track.flush()
+    assert catalog.metric_series(run_id, "b") == [(3, 0.25)]
+    assert catalog.metric_series(run_id, "a") == [(3, 1.0)]
+    with pytest.raises(TypeError):
+        track.log_metric(step=1.5, a=1.0)  # type: ignore[arg-type]
+
+
+def test_batches_reach_the_database(catalog: Catalog) -> None:
+    run_id = _run(catalog)
+    tracker = track.init(run_id=run_id, url=catalog.url, flush_every=1000, flush_interval_s=0.2)
+    for step in range(2500):
+        track.log_metric(step=step, loss=1.0 / (step + 1), acc=step / 2500)
+    deadline = time.monotonic() + 60
+    while _points(catalog) < 5000 and time.monotonic() < deadline:  # the background thread flushes
+        time.sleep(0.05)
+    assert _points(catalog) == 5000
+    assert tracker.points_written == 5000 and tracker.points_spooled == 0
+    assert catalog.metric_series(run_id, "loss")[-1] == (2499, 1.0 / 2500)
+
+
+def test_requeued_attempt_relogging_adds_nothing_twice(catalog: Catalog) -> None:
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url, attempt=0)
+    for step in range(100):
+        track.log_metric(step=step, loss=float(step))
+    track.flush()
+    # preempted after step 99, resumed from the checkpoint of step 50
+    track.init(run_id=run_id, url=catalog.url, attempt=1)
+    for step in range(50, 150):
+        track.log_metric(step=step, loss=-1.0)
+    track.flush()
+    series = dict(catalog.metric_series(run_id, "loss"))
+    assert len(series) == 150 and _points(catalog) == 150
+    assert series[60] == 60.0 and series[120] == -1.0
+
+
+def test_unreachable_database_spools_and_nothing_is_lost(catalog: Catalog, tmp_path: Path) -> None:
+    run_id = _run(catalog)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    tracker = track.init(
+        run_id=run_id,
+        url=f"postgresql://x@127.0.0.1:{dead_port}/db",
+        job_dir=str(tmp_path),
+        flush_interval_s=3600,
+    )
+    track.log_params(lr=0.1)
+    for step in range(300):
+        track.log_metric(step=step, loss=float(step))
+    track.flush()
+    for step in range(300, 400):
+        track.log_metric(step=step, loss=float(step))
+    track.flush()
+    assert tracker.points_spooled == 400 and tracker.points_written == 0
+    files = list((tmp_path / "spool").glob("*.jsonl"))
+    assert len(files) == 1
+    assert catalog.ingest_spool(files[0]) == 400
+    assert catalog.ingest_spool(files[0]) == 0
+    assert _points(catalog) == 400
+    assert catalog.details(run_id).params == {"lr": 0.1}
+
+
+def test_only_rank_zero_records_unless_asked(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = _run(catalog)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    tracker = track.init(run_id=run_id, url=catalog.url)
+    track.log_metric(step=0, loss=1.0)
+    track.flush()
+    assert not tracker.enabled and _points(catalog) == 0
+    with pytest.raises(ValueError, match="not finite"):  # values are still checked
+        track.log_metric(step=0, loss=float("nan"))
+    track.init(run_id=run_id, url=catalog.url, all_ranks=True)
+    track.log_metric(step=0, loss=1.0)
+    track.flush()
+    assert _points(catalog) == 1
+
+
+def test_without_a_run_tracking_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    track.log_metric(step=0, loss=1.0)
+    assert "HPCPLAT_RUN_ID is not set" in caplog.text
+    assert track.run_id() is None
+
+
+def test_artifacts(catalog: Catalog, tmp_path: Path) -> None:
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url, attempt=2)
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"weights")
+    track.log_artifact(ckpt, kind="checkpoint")
+    track.log_artifact(ckpt, kind="checkpoint")  # same content: one record
+    with pytest.raises(ValueError, match="unknown artifact kind 'weights'"):
+        track.log_artifact(ckpt, kind="weights")
+    track.flush()
+    artifacts = catalog.details(run_id).artifacts
+    assert [(a.kind.value, a.size, a.attempt) for a in artifacts] == [("CHECKPOINT", 7, 2)]
+    assert artifacts[0].sha256 == hashlib.sha256(b"weights").hexdigest()
+    assert artifacts[0].path == str(ckpt.resolve())
+
+
+def _script(body: str) -> str:
+    return textwrap.dedent(body)
+
+
+def test_flushed_at_exit_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with Catalog.open(url) as catalog:
+        run_id = _run(catalog)
+    env = {**os.environ, "HPCPLAT_RUN_ID": run_id, "HPCPLAT_CATALOG_URL": url, "SLURM_RESTART_COUNT": "1"}
+    code = _script(
+        """
+        from hpcplat import track
+        track.log_params(lr=0.5, layers=[1, 2])
+        for step in range(1000):
+            track.log_metric(step=step, loss=1.0 / (step + 1))
+        # no flush: the atexit hook writes what is left
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    with Catalog.open(url) as catalog:
+        details = catalog.details(run_id)
+    assert details.params == {"lr": 0.5, "layers": [1, 2]}
+    assert [(m.name, m.count, m.step) for m in details.metrics] == [("loss", 1000, 999)]
+
+
+def test_flushed_on_the_checkpoint_signal(tmp_path: Path) -> None:
+    pytest.importorskip("hpcplat.checkpoint")
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with Catalog.open(url) as catalog:
+        run_id = _run(catalog)
+    env = {**os.environ, "HPCPLAT_RUN_ID": run_id, "HPCPLAT_CATALOG_URL": url}
+    code = _script(
+        """
+        import os, sqlite3, sys
+        from hpcplat import checkpoint, track
+        track.init(flush_interval_s=3600)
+        for step in range(10):
+            track.log_metric(step=step, loss=1.0)
+        checkpoint.run_signal_callbacks()   # what the training loop runs at the step after SIGUSR1
+        db = sys.argv[1]
+        print(sqlite3.connect(db).execute("SELECT COUNT(*) FROM metric_point").fetchone()[0])
+        sys.stdout.flush()
+        os._exit(0)                         # no atexit: only the signal callback can have written
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "c.db")],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10"
+
+
+def test_importing_track_is_cheap() -> None:
+    code = (
+        "import sys; from hpcplat import track; print('sqlalchemy' in sys.modules, 'sqlmodel' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False False"
+
+
+def test_a_refused_write_is_spooled_not_lost(catalog: Catalog, tmp_path: Path) -> None:
+    """The catalog answers but refuses (here: the run is unknown to it): points go to the spool."""
+    tracker = track.init(run_id="0" * 36, url=catalog.url, job_dir=str(tmp_path))
+    track.log_metric(step=0, loss=1.0)
+    track.flush()
+    assert tracker.points_spooled == 1 and tracker.points_written == 0
+    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
