@@ -80,6 +80,7 @@ def build_context(
         "mariadb_pid_file": str(layout.pid_file("mariadb")),
         "mariadb_log_file": str(layout.log_file("mariadb")),
         "catalog_url": f"sqlite:///{layout.catalog_db}",
+        "job_root": str(layout.state_dir / "jobs"),
         "default_account": "vision",
         "default_tier": "normal",
         "default_partition": "gpu",
