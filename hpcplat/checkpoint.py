@@ -805,7 +805,8 @@ def _cli_parser() -> argparse.ArgumentParser:
     p_requeue.add_argument(
         "--signal",
         default="USR1",
-        help="the signal that arrived: USR1 (default) or TERM (preemption: no requeue)",
+        help="the signal that arrived: USR1 (default; requeue under the cap) or TERM (requeue only when "
+        "Slurm is preempting the job, not after scancel)",
     )
     return parser
 

@@ -76,7 +76,8 @@ def test_bash_accepts_and_the_catalog_registration_is_guarded(name: str) -> None
 def test_preemptible_has_the_checkpoint_trap() -> None:
     text = rendered("preemptible")
     assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@120" in text
-    assert "trap 'forward USR1' USR1" in text and 'scontrol requeue "$SLURM_JOB_ID"' in text
+    assert "trap 'forward USR1' USR1" in text and "trap 'forward TERM' TERM" in text
+    assert '-m hpcplat.checkpoint requeue --rank 0 --world-size 1 --signal "$checkpoint_signal"' in text
 
 
 def test_ddp_runs_launch_under_srun() -> None:
