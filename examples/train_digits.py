@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default $HPCPLAT_CHECKPOINT_DIR; without one the run does not checkpoint",
     )
     parser.add_argument("--result", help="JSON file rank 0 writes the final loss to")
+    parser.add_argument(
+        "--data",
+        help="an .npz file with arrays `data` (pixel values 0-16) and `target` (a registered dataset "
+        "version, say); default: the copy bundled with scikit-learn",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,9 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    digits = load_digits()
-    features = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    labels = torch.tensor(digits.target, dtype=torch.int64)
+    if args.data:
+        import numpy as np
+
+        with np.load(args.data) as arrays:
+            pixels, targets = arrays["data"], arrays["target"]
+    else:
+        digits = load_digits()
+        pixels, targets = digits.data, digits.target
+    features = torch.tensor(pixels, dtype=torch.float32) / 16.0
+    labels = torch.tensor(targets, dtype=torch.int64)
     dataset = TensorDataset(features, labels)
     sampler: DistributedSampler[Any] = DistributedSampler(
         dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True
