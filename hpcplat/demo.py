@@ -51,6 +51,9 @@ class Demo:
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
     run_id: str = ""
     job_id: str = ""
+    job_dir: Path = Path()
+    idle_output: Path = Path()
+    rerun_id: str = ""
     jobs_to_cancel: list[str] = field(default_factory=list)
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -233,6 +236,7 @@ def step_train(demo: Demo, data: Path) -> None:
     )
     submitted = json.loads(out)
     demo.run_id, demo.job_id = str(submitted["run_id"]), str(submitted["job_id"])
+    demo.job_dir = Path(submitted["job_dir"])
     demo.jobs_to_cancel.append(demo.job_id)
     click.echo(f"run {demo.run_id}, Slurm job {demo.job_id}")
     demo.wait_until(
@@ -244,18 +248,10 @@ def step_train(demo: Demo, data: Path) -> None:
 
 
 def _has_checkpoint(demo: Demo) -> bool:
-    from hpcplat.checkpoint import Checkpointer
+    from hpcplat.checkpoint import scan
 
-    job_dir = _job_dir(demo)
-    return job_dir is not None and Checkpointer(job_dir / "checkpoints").load_latest() is not None
-
-
-def _job_dir(demo: Demo) -> Path | None:
-    for root in (Path.home() / ".hpcplat" / "jobs",):
-        candidate = root / demo.job_id
-        if candidate.exists():
-            return candidate
-    return None
+    folder = demo.job_dir / "checkpoints"
+    return folder.exists() and any(status.complete for status in scan(folder))
 
 
 def step_idle(demo: Demo) -> str:
@@ -274,7 +270,9 @@ def step_idle(demo: Demo) -> str:
         "600",
         capture=True,
     )
-    job_id = str(json.loads(out)["job_id"])
+    submitted = json.loads(out)
+    job_id = str(submitted["job_id"])
+    demo.idle_output = Path(submitted["output"])
     demo.jobs_to_cancel.append(job_id)
     click.echo(f"idle job {job_id} submitted; the node agent warns at 6 s and 12 s of 0% and acts at 18 s")
     return job_id
@@ -324,10 +322,16 @@ def step_idle_outcome(demo: Demo, idle_job: str) -> None:
         deadline_s=120,
     )
     state, _, _ = demo.squeue_state(idle_job)
-    click.echo(f"idle job {idle_job}: {state}")
-    log = Path.home() / ".hpcplat" / "jobs" / f"{idle_job}.out"
+    click.echo(
+        f"idle job {idle_job}: {state}: it saved on the checkpoint signal and stopped; its GPU is free"
+    )
+    log = demo.idle_output
     if log.exists():
-        lines = [line for line in log.read_text(errors="replace").splitlines() if "hpcplat" in line.lower()]
+        lines = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "hpcplat-node-agent" in line or "checkpoint saved" in line
+        ]
         for line in lines[-4:]:
             click.echo(f"  {log.name}: {line}")
 
@@ -336,12 +340,19 @@ def step_show(demo: Demo) -> None:
     banner(8, "The finished run: provenance, params, metrics, attempts, events, GPU-hours")
     demo.hpcplat("reconcile")
     demo.hpcplat("run", "show", demo.run_id)
-    demo.hpcplat("run", "plot", demo.run_id, "--metric", "loss")
+    png = demo.state_dir / "demo" / f"{demo.run_id[:8]}-loss.png"
+    demo.hpcplat("run", "plot", demo.run_id, "--metric", "loss", "--out", str(png))
 
 
 def step_rerun(demo: Demo) -> None:
     banner(9, "Rerun it from the catalog: the same inputs give the same model")
     demo.hpcplat("rerun", demo.run_id, "--wait", timeout=600)
+    runs = demo.hpcplat_json("runs", "--limit", "5")
+    rerun = next((r["id"] for r in runs if r["name"] == TRAIN_JOB_NAME and r["id"] != demo.run_id), None)
+    if rerun is not None:
+        demo.rerun_id = str(rerun)
+        click.echo("the preempted-and-resumed run and its uninterrupted rerun, side by side:")
+        demo.hpcplat("runs", "compare", demo.run_id, demo.rerun_id)
 
 
 def stop_agents(demo: Demo) -> None:
@@ -393,7 +404,7 @@ def run_demo(*, epochs: int = 6, step_sleep: float = 0.08, steps: Sequence[str] 
         env_hint,
         f".venv/bin/hpcplat run show {demo.run_id}",
         ".venv/bin/hpcplat runs",
-        f".venv/bin/hpcplat runs compare {demo.run_id} <the rerun's id from `hpcplat runs`>",
+        f".venv/bin/hpcplat runs compare {demo.run_id} {demo.rerun_id or '<the rerun from `hpcplat runs`>'}",
         f".venv/bin/hpcplat logs {demo.job_id}",
         ".venv/bin/hpcplat template list",
         "sinfo; squeue; sacct -X",
