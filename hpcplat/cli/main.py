@@ -43,6 +43,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "reconcile",
         "Bring catalog attempts in line with Slurm (one batched query).",
     ),
+    "usage": (
+        "hpcplat.cli.usage",
+        "usage",
+        "GPU-hours per team and user, with quotas, from Slurm accounting.",
+    ),
     "fleet": ("hpcplat.cli.fleet", "fleet", "Physical machines over SSH: check, exec, drain, resume, logs."),
     "demo": ("hpcplat.cli.demo", "demo", "Bring the sandbox up and run the end-to-end story."),
 }
