@@ -60,6 +60,8 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:  # registered directly (plugins, tests)
+            return self.commands[cmd_name]
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
