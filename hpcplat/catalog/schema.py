@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -60,9 +62,48 @@ def require_current(engine: Engine, revision: str | None) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Apply the migrations up to ``revision`` in one transaction; returns (before, after).
 
-    Concurrent upgrades are serialized (SQLite: the write lock taken by BEGIN IMMEDIATE;
-    PostgreSQL: an advisory lock), and the second one finds nothing left to do.
+    Concurrent upgrades are serialized (SQLite: a lock file beside the database, then the write
+    lock taken by BEGIN IMMEDIATE; PostgreSQL: an advisory lock), and the second one finds nothing
+    left to do.
     """
+    with _file_lock(engine):
+        return _upgrade(engine, revision)
+
+
+@contextlib.contextmanager
+def _file_lock(engine: Engine, timeout_s: float = 60.0) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<database>.lock`` for SQLite files (other engines: nothing).
+
+    Creating a new SQLite database (switching it to WAL, then the DDL) from several processes at
+    once can fail with "database is locked" before SQLite's busy handler applies.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+    import time
+
+    with open(f"{database}.lock", "a") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CatalogError(
+                        f"another process has held {database}.lock for over {timeout_s:.0f} s",
+                        hint="wait for the other `hpcplat db upgrade` to finish, then try again",
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
     from alembic import command
 
     before = current_revision(engine)
