@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from hpcplat.errors import CommandError, HpcplatError
-from hpcplat.runner import run, run_streaming
+from hpcplat.runner import run, run_streaming, spawn
 
 REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 IDLE_JOB_NAME = "demo-idle-gpu"
@@ -191,9 +191,7 @@ enabled = false
             str(19800 + index),
         ]
         with open(logs / f"agent-{node}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **demo.env}
-            )
+            proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **demo.env})
         demo.agents.append(proc)
         click.echo(f"node agent on {node}: pid {proc.pid}, /metrics on port {19800 + index}, log {log.name}")
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from hpcplat.errors import CommandError, CommandNotFound, CommandTimeout
 
@@ -153,3 +153,22 @@ def run_streaming(
     if check and code != 0:
         raise error(f"{_describe(argv)} failed with exit code {code}", argv=argv, returncode=code)
     return code
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived child (a node agent, the training command under ``hpcplat.launch``) that
+    the caller owns: it has no deadline here because its caller stops it (and waits for it) itself.
+    ``env`` replaces the environment. A missing program raises :class:`CommandNotFound`."""
+    try:
+        return subprocess.Popen(
+            list(argv), env=dict(env) if env is not None else None, cwd=cwd, stdout=stdout, stderr=stderr
+        )
+    except FileNotFoundError as exc:
+        raise CommandNotFound(f"{argv[0]}: command not found", argv=argv, returncode=None) from exc
