@@ -158,6 +158,31 @@ def on_signal(callback: SignalCallback) -> SignalCallback:
     return callback
 
 
+_save_hooks: list[SignalCallback] = []
+
+
+def on_save(callback: SignalCallback) -> SignalCallback:
+    """Register ``callback()`` to run before every checkpoint is marked complete.
+
+    ``hpcplat.track`` flushes its buffered metrics here: a resumed attempt starts after the
+    checkpoint, so a point still in memory when the job died right after saving would never be
+    logged again. A failing hook is logged and does not stop the save.
+    """
+    with _callbacks_lock:
+        _save_hooks.append(callback)
+    return callback
+
+
+def run_save_hooks() -> None:
+    with _callbacks_lock:
+        pending = list(_save_hooks)
+    for callback in pending:
+        try:
+            callback()
+        except Exception:
+            log.exception("checkpoint save hook %r failed", callback)
+
+
 def run_signal_callbacks() -> None:
     """Run the registered callbacks once (later calls do nothing). A failing callback is logged."""
     global _callbacks_ran
@@ -567,6 +592,7 @@ class Checkpointer:
                 pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
             else:
                 handle.write(json.dumps(state, sort_keys=True).encode())
+        run_save_hooks()  # what was logged up to this step is durable before the step counts
         checkpoint = write_marker(
             step_dir, step=step, rank=self.rank, world_size=self.world_size, fmt=fmt, shard=shard
         )

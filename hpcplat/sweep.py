@@ -332,15 +332,19 @@ def sweeps_root(config: SiteConfig) -> Path:
 
 def find_sweep(ref: str, config: SiteConfig | None = None) -> SweepRecord:
     """A sweep by directory or by id (under ``<job_root>/sweeps``)."""
-    if os.path.isdir(ref):
-        return SweepRecord.load(ref)
     config = config or load_config()
-    candidate = sweeps_root(config) / ref
-    if candidate.is_dir():
-        return SweepRecord.load(candidate)
+    try:
+        if os.path.isdir(ref):
+            return SweepRecord.load(ref)
+        candidate = sweeps_root(config) / ref
+        if candidate.is_dir():
+            return SweepRecord.load(candidate)
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte...
+        pass
     known = sorted(p.name for p in sweeps_root(config).glob("*") if (p / "sweep.json").is_file())[-10:]
+    shown = ref if len(ref) <= 80 else f"{ref[:77]}..."
     raise UsageError(
-        f"no sweep {ref!r}",
+        f"no sweep {shown!r}",
         hint=f"recent sweeps: {', '.join(known)}" if known else "submit one with `hpcplat sweep submit`",
     )
 

@@ -355,6 +355,9 @@ def _register_hooks() -> None:
     on_signal = getattr(checkpoint, "on_signal", None)
     if callable(on_signal):
         on_signal(_on_checkpoint_signal)
+    on_save = getattr(checkpoint, "on_save", None)
+    if callable(on_save):
+        on_save(_on_checkpoint_signal)  # flush before a checkpoint counts as complete
 
 
 def _at_exit() -> None:

@@ -120,13 +120,26 @@ def _build_with(doc: Document, data: Mapping[str, Any]) -> JobSpec:
 # -- YAML ---------------------------------------------------------------------------------------
 
 
+def _unreadable(path: str, exc: Any) -> UsageError:
+    return UsageError(
+        f"malformed spec file: {path}: character {exc.character!r} at position {exc.position} "
+        "is not allowed in YAML",
+        hint="remove control characters from the file (or write the spec in TOML)",
+    )
+
+
 def _read_yaml(path: str, text: str) -> Document:
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters already here
+    except yaml.reader.ReaderError as exc:
+        raise _unreadable(path, exc) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:
+        raise _unreadable(path, exc) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path

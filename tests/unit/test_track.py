@@ -249,3 +249,26 @@ def test_a_refused_write_is_spooled_not_lost(catalog: Catalog, tmp_path: Path) -
     track.flush()
     assert tracker.points_spooled == 1 and tracker.points_written == 0
     assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+
+
+def test_points_logged_before_a_checkpoint_survive_a_kill_right_after_it(
+    catalog: Catalog, catalog_url: str, tmp_path: Path
+) -> None:
+    """A resumed attempt starts after the checkpoint: what was logged before it must be durable."""
+    run_id = _run(catalog)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from hpcplat import track
+        from hpcplat.checkpoint import Checkpointer
+        track.init(run_id={run_id!r}, url={catalog_url!r}, job_dir={str(tmp_path)!r},
+                   flush_interval_s=3600, flush_every=10**6)
+        for s in range(3):
+            track.log_metric(step=s, loss=1.0 / (s + 1))
+        Checkpointer({str(tmp_path / "ck")!r}, rank=0, world_size=1, handle_signals=False).save({{"step": 2}}, 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert _points(catalog) == 3
