@@ -158,6 +158,23 @@ def on_signal(callback: SignalCallback) -> SignalCallback:
     return callback
 
 
+class CheckpointWriteError(HpcplatError):
+    """A checkpoint could not be written (disk full, quota, file size limit...). The temporary
+    file is gone and the previous complete checkpoint is untouched."""
+
+    def __init__(self, directory: Path, step: int, exc: OSError, previous: Checkpoint | None) -> None:
+        kept = (
+            f"step {previous.step} is still the latest complete one" if previous else "none was saved before"
+        )
+        super().__init__(
+            f"cannot write checkpoint step {step} in {directory}: {exc.strerror or exc} "
+            f"(errno {exc.errno}); {kept}",
+            hint="free space in (or point HPCPLAT_CHECKPOINT_DIR / --checkpoint-dir at) a filesystem "
+            "with room for a checkpoint, then resubmit: the job resumes from the latest complete step",
+        )
+        self.errno = exc.errno
+
+
 _save_hooks: list[SignalCallback] = []
 
 
@@ -583,15 +600,18 @@ class Checkpointer:
             if stale is not fmt and stale is not Format.DIR:
                 (step_dir / shard_name(self.rank, stale)).unlink(missing_ok=True)
         shard = step_dir / shard_name(self.rank, fmt)
-        with _atomic_file(shard) as handle:
-            if fmt is Format.TORCH:
-                import torch
+        try:
+            with _atomic_file(shard) as handle:
+                if fmt is Format.TORCH:
+                    import torch
 
-                torch.save(state, handle)
-            elif fmt is Format.PICKLE:
-                pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            else:
-                handle.write(json.dumps(state, sort_keys=True).encode())
+                    torch.save(state, handle)
+                elif fmt is Format.PICKLE:
+                    pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                else:
+                    handle.write(json.dumps(state, sort_keys=True).encode())
+        except OSError as exc:
+            raise CheckpointWriteError(self.dir, step, exc, self.latest()) from exc
         run_save_hooks()  # what was logged up to this step is durable before the step counts
         checkpoint = write_marker(
             step_dir, step=step, rank=self.rank, world_size=self.world_size, fmt=fmt, shard=shard

@@ -401,3 +401,37 @@ def test_requeue_job_uses_a_deadline() -> None:
     runner = Recorder(fail=True)
     with pytest.raises(SlurmError):
         checkpoint.requeue_job("5", runner=runner)
+
+
+def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes writes past 64 KiB fail with EFBIG, as a full filesystem would."""
+    import subprocess
+    import sys
+    import textwrap
+
+    directory = tmp_path / "ck"
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        from hpcplat.checkpoint import Checkpointer, CheckpointWriteError
+        cp = Checkpointer({str(directory)!r}, rank=0, world_size=1, handle_signals=False)
+        cp.save({{"w": "small"}}, 1, format="pickle")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        try:
+            cp.save({{"w": "x" * 1_000_000}}, 2, format="pickle")
+        except CheckpointWriteError as exc:
+            print("ERROR:", exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "ERROR: cannot write checkpoint step 2 in " + str(directory) in out.stdout, out.stderr
+    assert "File too large" in out.stdout and "step 1 is still the latest complete one" in out.stdout
+    from hpcplat.checkpoint import latest
+
+    restored = latest(directory)
+    assert restored is not None and restored.step == 1
+    assert restored.load() == {"w": "small"}
+    assert not [p for p in directory.rglob("*") if ".tmp" in p.name]
