@@ -108,7 +108,7 @@ class Exploding:
 def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint_latest(tmp_path: Path) -> None:
     cp = make(tmp_path)
     cp.save({"ok": 1}, 1, format="pickle")
-    with pytest.raises(CheckpointWriteError, match="disk full.*step 1 is still the latest complete one"):
+    with pytest.raises(CheckpointWriteError, match=r"disk full.*step 1 is still the latest complete one"):
         cp.save({"big": list(range(10000)), "bad": Exploding()}, 2, format="pickle")
     restored = cp.load_latest()
     assert restored is not None and restored.step == 1
