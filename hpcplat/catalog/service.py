@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from hpcplat.catalog import datasets as ds
@@ -100,6 +100,18 @@ class Catalog:
             ) from exc
 
     @contextmanager
+    def _write_conn(self) -> Iterator[Connection]:
+        """:meth:`_write` without an ORM session, for the statements run at every submit."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise CatalogError(
+                f"the catalog refused a write: {str(exc.orig).strip().splitlines()[0]}",
+                hint="nothing was written; try again (another writer may hold the database for long)",
+            ) from exc
+
+    @contextmanager
     def _read(self) -> Iterator[Session]:
         with self.engine.connect() as conn:
             conn.execution_options(**READ)
@@ -113,39 +125,49 @@ class Catalog:
         dataset versions, sbatch script and Slurm request; returns the new run id.
 
         The user must be allowed to use every dataset (their Unix groups), else :class:`UsageError`.
+
+        Core inserts in one transaction (no ORM unit of work: this runs at every submit).
         """
         run_id = str(uuid.uuid4())
         spec = _json_field(intent.spec, "spec")
         request = _json_field(intent.slurm_request, "slurm_request")
         params = _json_field(intent.params, "params")
         job_dir = request.get("job_dir") or spec.get("job_dir")
-        with self._write() as s:
-            versions = []
-            for name, version in intent.datasets:
-                found = ds.find(s, name, version)
-                ds.check_access(found, intent.owner)
-                versions.append(found)
-            run = Run(
-                id=run_id,
-                name=intent.name,
-                owner=intent.owner,
-                team=intent.team,
-                tier=intent.tier,
-                tags=list(dict.fromkeys(intent.tags)),
-                spec=spec,
-                slurm_request=request,
-                job_dir=str(job_dir) if job_dir else None,
-                status=RunStatus.SUBMITTING,
-                script_sha256=put_blob(s, intent.sbatch_script) if intent.sbatch_script else None,
-            )
-            s.add(run)
-            s.flush()
-            self._add_provenance(s, run_id, intent.provenance)
-            for used in versions:
-                if used.id is not None:
-                    s.add(RunDataset(run_id=run_id, dataset_version_id=used.id))
-            s.flush()
-            ingest.upsert_params(s.connection(), run_id, params)
+        run = Run(
+            id=run_id,
+            name=intent.name,
+            owner=intent.owner,
+            team=intent.team,
+            tier=intent.tier,
+            tags=list(dict.fromkeys(intent.tags)),
+            spec=spec,
+            slurm_request=request,
+            job_dir=str(job_dir) if job_dir else None,
+            status=RunStatus.SUBMITTING,
+        )
+        with self._write_conn() as conn:
+            version_ids: list[int] = []
+            if intent.datasets:
+                with Session(bind=conn) as s:
+                    for name, version in intent.datasets:
+                        found = ds.find(s, name, version)
+                        ds.check_access(found, intent.owner)
+                        if found.id is not None:
+                            version_ids.append(found.id)
+            if intent.sbatch_script:
+                run.script_sha256 = put_blob(conn, intent.sbatch_script)
+            conn.execute(_table(Run).insert(), _row(run))
+            code, env = _provenance_rows(conn, run_id, intent.provenance)
+            if code is not None:
+                conn.execute(_table(CodeSnapshot).insert(), _row(code))
+            if env is not None:
+                conn.execute(_table(EnvSnapshot).insert(), _row(env))
+            if version_ids:
+                conn.execute(
+                    _table(RunDataset).insert(),
+                    [{"run_id": run_id, "dataset_version_id": v} for v in version_ids],
+                )
+            ingest.upsert_params(conn, run_id, params)
         return run_id
 
     def _add_provenance(self, s: Session, run_id: str, provenance: Mapping[str, Any]) -> None:
@@ -162,10 +184,36 @@ class Catalog:
             s.add(EnvSnapshot(run_id=run_id, packages_sha256=sha, **fields))
 
     def confirm_submission(self, run_id: str, job_id: str) -> None:
-        """``sbatch`` returned ``job_id``: record the attempt and mark the run QUEUED."""
-        with self._write() as s:
-            run = _get_run(s, run_id)
-            self._attach(s, run, job_id, source="submit", reason=f"submitted as job {job_id}")
+        """``sbatch`` returned ``job_id``: record the attempt and mark the run QUEUED.
+
+        What :meth:`_attach` does, in Core statements: one read, then the writes."""
+        runs, attempts = _table(Run), _table(Attempt)
+        attempted = (
+            sa.select(attempts.c.id)
+            .where(attempts.c.run_id == run_id, attempts.c.job_id == job_id, attempts.c.restart == 0)
+            .exists()
+        )
+        with self._write_conn() as conn:
+            found = conn.execute(sa.select(runs.c.status, attempted).where(runs.c.id == run_id)).first()
+            if found is None:
+                raise CatalogError(f"no run {run_id} in the catalog", hint="list runs with `hpcplat runs`")
+            status, has_attempt = found
+            if not has_attempt:
+                conn.execute(attempts.insert(), _row(Attempt(run_id=run_id, job_id=job_id, restart=0)))
+            if status in (RunStatus.SUBMITTING, RunStatus.NOT_SUBMITTED):
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(status=RunStatus.QUEUED, status_reason="", updated=utcnow())
+                )
+            event = Event(
+                kind=EventKind.SUBMITTED,
+                reason=f"submitted as job {job_id}",
+                source="submit",
+                job_id=job_id,
+                run_id=run_id,
+            )
+            conn.execute(_table(Event).insert(), _row(event))
 
     def _attach(self, s: Session, run: Run, job_id: str, *, source: str, reason: str) -> None:
         existing = s.exec(
@@ -446,6 +494,39 @@ def _json_field(value: dict[str, Any], what: str) -> dict[str, Any]:
         )
     result: dict[str, Any] = ingest.jsonable(value)
     return result
+
+
+def _table(model: type[Any]) -> sa.Table:
+    table: sa.Table = model.__table__
+    return table
+
+
+def _row(record: Any) -> dict[str, Any]:
+    """The column values of a table model instance (its defaults applied), for a Core insert;
+    an unset autoincrement id is left to the database."""
+    values: dict[str, Any] = record.model_dump()
+    if "id" in values and values["id"] is None:
+        del values["id"]
+    return values
+
+
+def _provenance_rows(
+    conn: Connection, run_id: str, provenance: Mapping[str, Any]
+) -> tuple[CodeSnapshot | None, EnvSnapshot | None]:
+    """The snapshot rows of :meth:`Catalog._add_provenance`, their blobs written through ``conn``."""
+    code_row = env_row = None
+    code = dict(provenance.get("code") or {})
+    if code:
+        diff = str(code.pop("diff", "") or "")
+        fields = {k: v for k, v in code.items() if k in CodeSnapshot.model_fields}
+        code_row = CodeSnapshot(run_id=run_id, diff_sha256=put_blob(conn, diff) if diff else None, **fields)
+    env = dict(provenance.get("env") or {})
+    if env:
+        packages = env.pop("packages", None) or {}
+        fields = {k: v for k, v in env.items() if k in EnvSnapshot.model_fields}
+        sha = put_blob(conn, ingest.dumps_sorted(packages)) if packages else None
+        env_row = EnvSnapshot(run_id=run_id, packages_sha256=sha, **fields)
+    return code_row, env_row
 
 
 def _get_run(s: Session, run_id: str) -> Run:

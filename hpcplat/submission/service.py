@@ -22,6 +22,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,16 @@ def capture_provenance(workdir: str) -> dict[str, Any]:
 
 
 _packages: dict[str, Any] = {}
+_capture_pool: list[ThreadPoolExecutor] = []
+
+
+def _start_capture(workdir: str) -> Future[dict[str, Any]]:
+    """:func:`capture_provenance` started in a worker thread (one per process, kept)."""
+    if not _capture_pool:
+        _capture_pool.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="provenance"))
+    return _capture_pool[0].submit(capture_provenance, workdir)
+
+
 _warned_untracked: list[bool] = []
 
 
@@ -307,6 +318,11 @@ def submit(
 
         client = get_client()
     spec = resolve_workdir(spec, cwd)
+    workdir = spec.workdir or os.getcwd()
+    # Provenance (git subprocesses) is captured in a thread while validation and rendering run
+    # here; it is waited for before the intent is recorded, so nothing changes in what is written
+    # or when. Without a catalog there is nothing to record it in.
+    provenance = _start_capture(workdir) if catalog is not None or config.catalog_url else None
     held: dict[str, Catalog | None] = {}
 
     def get_catalog() -> Catalog | None:
@@ -316,7 +332,6 @@ def submit(
 
     checked = check(spec, client=client, config=config, catalog=get_catalog)
     job_root = ensure_job_root(config)
-    workdir = spec.workdir or os.getcwd()
     cat = get_catalog()
     if cat is None:
         log.warning(
@@ -336,7 +351,6 @@ def submit(
             run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}", tracked=False
         )
 
-    provenance = capture_provenance(workdir)
     recorded_script = render(
         checked.spec,
         config,
@@ -345,7 +359,8 @@ def submit(
         python=python,
         datasets=checked.datasets,
     )
-    intent = make_intent(checked, config, script=recorded_script, provenance=provenance)
+    captured = provenance.result() if provenance is not None else capture_provenance(workdir)
+    intent = make_intent(checked, config, script=recorded_script, provenance=captured)
     run_id = cat.record_intent(intent)
     script = render(
         checked.spec,

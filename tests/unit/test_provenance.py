@@ -68,6 +68,29 @@ def test_dirty_checkout_keeps_the_diff(repo: Path) -> None:
     assert state.untracked == ["notes.txt"]
 
 
+def test_capture_from_a_subdirectory_is_the_whole_checkout(repo: Path) -> None:
+    """The git calls run concurrently from the job's directory: the result is what the sequential
+    calls at the top level give (commit, branch, dirty, full diff, untracked list from the root)."""
+    sub = repo / "src" / "deep"
+    sub.mkdir(parents=True)
+    (sub / "model.py").write_text("x = 1\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "second")
+    (repo / "train.py").write_text("lr = 0.3\nepochs = 3\n")
+    (sub / "model.py").write_text("x = 2\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    (sub / "scratch.py").write_text("y = 0\n")
+    state = capture_code(sub)
+    assert state == capture_code(repo)
+    assert (state.vcs, state.root, state.branch, state.dirty) == ("git", str(repo), "main", True)
+    assert state.commit == git(repo, "rev-parse", "HEAD").strip()
+    assert state.repo == "https://example.org/team/proj.git"
+    assert state.diff == git(repo, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
+    assert "+lr = 0.3" in state.diff and "+x = 2" in state.diff
+    assert sorted(state.untracked) == ["notes.txt", "src/deep/scratch.py"]
+    assert not state.diff_truncated and state.reason == ""
+
+
 def test_detached_head_and_no_commits(repo: Path, tmp_path: Path) -> None:
     git(repo, "checkout", "-q", "--detach")
     assert capture_code(repo).branch is None
