@@ -7,7 +7,7 @@ submit`` process) when ``$HPCPLAT_TEST_FAULT`` names them:
 
 ====================  =========================================================================
 ``scontrol:before``   during validation (the first Slurm query; a fresh facts cache forces it)
-``git:before``        validation done, provenance capture starting: nothing recorded yet
+``git:before``        provenance capture starting (it overlaps validation): nothing recorded yet
 ``sbatch:before``     the intent is recorded (run SUBMITTING), sbatch not run
 ``sbatch:during``     sbatch is running: the submitter dies, sbatch still queues the job
 ``sbatch:after``      sbatch returned a job id, ``confirm_submission`` not reached
