@@ -17,14 +17,13 @@ import argparse
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
 from hpcplat.errors import CommandNotFound, HpcplatError, SlurmError, UsageError
-from hpcplat.runner import Runner, run
+from hpcplat.runner import Runner, run, spawn
 
 PORT_BASE = 20000
 PORT_SPAN = 10000
@@ -178,12 +177,12 @@ def exit_status(returncode: int) -> int:
 def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Run the training command, forwarding the checkpoint signals, and return its exit status.
 
-    This is the one program hpcplat starts without :func:`hpcplat.runner.run`: it is the job itself,
+    Started with :func:`hpcplat.runner.spawn`, not :func:`hpcplat.runner.run`: it is the job itself,
     so it has no deadline but Slurm's time limit, and its output goes straight to the job's log.
     """
     try:
-        child = subprocess.Popen(list(argv), env=dict(env))
-    except FileNotFoundError as exc:
+        child = spawn(argv, env=env)
+    except CommandNotFound as exc:
         raise UsageError(
             f"{argv[0]}: command not found", hint="check the command after '--' and $PATH"
         ) from exc
