@@ -19,4 +19,4 @@ fi
 echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 timeout 600 apt-get update -q
-timeout 1200 apt-get install -y -q --no-install-recommends "${missing[@]}"
+timeout 1200 apt-get install -y -q "${missing[@]}"
