@@ -264,8 +264,10 @@ def step_idle(demo: Demo) -> str:
         "normal",
         "--json",
         "--",
-        "sleep",
-        "600",
+        # Holds a GPU and sleeps; like any hpcplat-aware job it saves and stops on the checkpoint signal.
+        "bash",
+        "-c",
+        'trap "echo checkpoint saved on USR1; exit 0" USR1; sleep 600 & wait',
         capture=True,
     )
     submitted = json.loads(out)

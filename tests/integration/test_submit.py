@@ -105,6 +105,29 @@ def test_submit_records_runs_and_exports_the_contract(
     assert info.comment == f"hpcplat:{result.run_id}"
 
 
+def test_the_job_shell_survives_the_checkpoint_signal_sent_to_the_whole_job(
+    client: CliBackend, config: SiteConfig, catalog: Catalog, tmp_path: Path
+) -> None:
+    """`scancel --signal=USR1 --full` (what the node agent sends) reaches the batch shell too: the
+    shell must survive it so the program can save and finish on its own terms."""
+    import time
+
+    marker = tmp_path / "saved"
+    program = f'trap "touch {marker}; exit 0" USR1; echo ready; sleep 120 & wait'
+    spec = JobSpec(
+        command=("bash", "-c", program), name=unique("usr1"), resources=Resources(time_limit_min=5)
+    )
+    result = submit(spec, client=client, config=config, catalog=catalog, cwd=str(tmp_path))
+    output = Path(result.output_path)
+    deadline = time.monotonic() + 60
+    while not (output.exists() and "ready" in output.read_text()):
+        assert time.monotonic() < deadline, "the job did not start within 60 s"
+        time.sleep(0.3)
+    client.signal(result.job_id, "USR1", full=True)
+    assert wait_for(client, result.job_id) is JobState.COMPLETED, output.read_text()
+    assert marker.exists()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
