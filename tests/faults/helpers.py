@@ -230,20 +230,24 @@ class Harness:
     def final_state(self, job_id: str, timeout: float = 120.0) -> str:
         """Wait until the job ended; its state from ``sacct``."""
 
+        terminal = {
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "BOOT_FAIL",
+            "DEADLINE",
+        }
+
         def ended() -> str:
             current = self.job(job_id)
-            if current is not None and current.state not in {
-                "COMPLETED",
-                "FAILED",
-                "CANCELLED",
-                "TIMEOUT",
-                "NODE_FAIL",
-                "OUT_OF_MEMORY",
-                "BOOT_FAIL",
-                "DEADLINE",
-            }:
+            if current is not None and current.state not in terminal:
                 return ""
-            return self.accounting_state(job_id)
+            # slurmdbd may lag slurmctld by a moment (still RUNNING there): wait for it too.
+            state = self.accounting_state(job_id)
+            return state if state in terminal else ""
 
         return wait_for(
             f"job {job_id} to end", ended, timeout=timeout, every=0.5, describe=lambda: str(self.job(job_id))
