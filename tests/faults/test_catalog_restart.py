@@ -8,7 +8,6 @@ Trial 1 stops it with ``-m fast`` (clean shutdown), trial 2 with ``-m immediate`
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from tests.faults.helpers import (
     workload_command,
 )
 from tests.faults.workload import reference
-from tests.fixtures.postgres import PG_BIN, START_TIMEOUT_S, PostgresServer, _free_port
+from tests.fixtures.postgres import PG_BIN, PostgresServer, _free_port
 
 __all__ = ["fault_report"]
 
@@ -46,47 +45,6 @@ class Server(PostgresServer):
     the server cannot take back points the tracker was told were written."""
 
     OPTIONS = "-c fsync=on -c synchronous_commit=on -c max_connections=200"
-
-    def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
-        entry = pwd.getpwnam("postgres")
-        os.chown(self.directory, entry.pw_uid, entry.pw_gid)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        run(
-            self._argv(
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-            ),
-            timeout=120,
-        )
-        self.start_again()
-
-    def start_again(self) -> None:
-        options = (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
-            + self.OPTIONS
-        )
-        run(
-            self._argv(
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.directory / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                str(int(START_TIMEOUT_S)),
-                "start",
-            ),
-            timeout=START_TIMEOUT_S + 10,
-        )
 
     def stop_now(self, mode: str) -> None:
         run(
