@@ -292,6 +292,18 @@ def spawn(code: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **env})
 
 
+def spawn_ready(code: str, **env: str) -> subprocess.Popen[bytes]:
+    """Starts ``code`` and returns once the child's interpreter has started and said so."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"print('ready', flush=True)\n{code}"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
 def test_process_table_finds_a_jobs_processes() -> None:
     proc = spawn("import time; time.sleep(30)", SLURM_JOB_ID="999001", SLURMD_NODENAME="nx")
     try:
@@ -392,8 +404,10 @@ def make_devices(directory: Path, node: str, count: int) -> list[str]:
 @needs_root
 def test_emulated_utilization_is_the_holding_jobs_cpu(tmp_path: Path) -> None:
     devices = make_devices(tmp_path, "nx", 3)
-    busy = spawn("while True: pass", SLURM_JOB_ID="999101", SLURMD_NODENAME="nx")
-    idle = spawn("import time; time.sleep(60)", SLURM_JOB_ID="999102", SLURMD_NODENAME="nx")
+    # Each child says "ready" once its interpreter is up, so its start-up CPU falls before the
+    # first read and the idle one uses no CPU at all between the two reads.
+    busy = spawn_ready("while True: pass", SLURM_JOB_ID="999101", SLURMD_NODENAME="nx")
+    idle = spawn_ready("import time; time.sleep(60)", SLURM_JOB_ID="999102", SLURMD_NODENAME="nx")
     try:
         backend = EmulatedBackend("nx", devices=tuple(devices))
         backend.open()
