@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,9 @@ from hpcplat.errors import HpcplatError, UsageError
 from hpcplat.launch import TaskEnv, task_env
 
 DEFAULT_TIMEOUT_S = 600.0
+
+_PINNED: list[Any] = []
+"""Process groups kept alive until the process ends (see :func:`_pin`)."""
 
 
 def environment(environ: Mapping[str, str] | None = None) -> TaskEnv:
@@ -135,16 +139,31 @@ def init_process_group(
             hint="check that every node resolves MASTER_ADDR and that the port is free; "
             "force one with HPCPLAT_MASTER_PORT",
         ) from exc
+    _pin(dist.distributed_c10d._get_default_group())
     return env
 
 
-def destroy_process_group() -> None:
-    """Leave the process group cleanly.
+def _pin(group: Any) -> None:
+    """Keep ``group``'s C++ object alive until the process exits: never run its destructor.
 
-    A barrier first: gloo's worker thread frees the tensors of the last collective after that
-    collective has returned, and needs the GIL to do it; tearing the group down at that moment
-    deadlocks (the destructor joins the thread while holding the GIL). After a barrier the worker
-    is idle.
+    gloo's worker thread drops the tensors of a finished collective after the collective has
+    returned, and needs the GIL for it. The group's destructor joins that thread, and it runs with
+    the GIL held wherever the last Python reference goes: when the DDP model (its Reducer) is
+    freed as ``main()`` returns, or at interpreter exit. If the worker is still dropping the last
+    collective's tensors then, the two wait for each other forever (seen here under load: the job
+    printed its result and never ended). A barrier first makes that unlikely, not impossible.
+    Holding one extra reference that is never released means the destructor never runs; the
+    process is ending anyway, and the operating system reclaims its sockets and threads.
+    """
+    _PINNED.append(group)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))  # survives the clearing of module globals
+
+
+def destroy_process_group() -> None:
+    """Leave the process group cleanly: a barrier (every rank is done), then unregister it.
+
+    The group's C++ object itself stays alive until the process exits (see :func:`_pin`), so
+    neither this call nor the end of the program can deadlock in gloo's destructor.
     """
     if is_initialized():
         dist = _dist()
