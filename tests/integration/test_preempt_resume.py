@@ -114,8 +114,15 @@ def preempt(client: CliBackend, job_id: str, tmp_path: Path, submitted: list[str
     return result.job_id
 
 
-def finish(client: CliBackend, job_ids: list[str], timeout: float) -> dict[str, JobInfo]:
-    records = Watcher(client).wait(job_ids, timeout=timeout)
+def finish(
+    client: CliBackend, job_ids: list[str], timeout: float, outputs: tuple[str, ...] = ()
+) -> dict[str, JobInfo]:
+    """Wait for the jobs; on a timeout the failure shows the tail of each job's output."""
+    try:
+        records = Watcher(client).wait(job_ids, timeout=timeout)
+    except TimeoutError as exc:
+        tails = [f"--- {p}:\n" + "\n".join(Path(p).read_text().splitlines()[-15:]) for p in outputs]
+        raise AssertionError("\n".join([str(exc), *tails])) from exc
     return {k: v for k, v in records.items() if v is not None}
 
 
@@ -161,7 +168,12 @@ def test_preempted_ddp_job_resumes_with_the_same_final_loss(
         lambda: state_of(client, job.job_id),
     )
     preemptor = preempt(client, job.job_id, tmp_path, submitted)
-    records = finish(client, [baseline.job_id, job.job_id, preemptor], timeout=420)
+    records = finish(
+        client,
+        [baseline.job_id, job.job_id, preemptor],
+        timeout=420,
+        outputs=(baseline.output_path, job.output_path),
+    )
     log_text = Path(job.output_path).read_text()
     assert records[job.job_id].state is JobState.COMPLETED, log_text
     assert records[baseline.job_id].state is JobState.COMPLETED, Path(baseline.output_path).read_text()
