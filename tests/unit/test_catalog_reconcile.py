@@ -352,3 +352,36 @@ def test_selfregister_outside_a_job(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "SLURM_JOB_ID is not set" in result.stderr
+
+
+def test_a_finished_attempt_does_not_keep_its_queue_reason(catalog: Catalog) -> None:
+    slurm = RecordedSlurm()
+    run_id = submitted(catalog, "102")
+    slurm.live = [job("102", JobState.PENDING, reason="BeginTime")]
+    catalog.reconcile(slurm)
+    assert catalog.details(run_id).attempts[0].reason == "BeginTime"  # still waiting: kept
+    slurm.live = []
+    slurm.history_records = [
+        job("102", JobState.COMPLETED, reason="BeginTime", start_time=T0, end_time=T0, exit_code=0),
+    ]
+    catalog.reconcile(slurm)
+    details = catalog.details(run_id)
+    assert details.attempts[0].reason == ""
+    assert [e.reason for e in details.events if e.kind is EventKind.STATE][-1] == "PENDING -> COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "kept"),
+    [
+        (JobState.FAILED, "NonZeroExitCode", "NonZeroExitCode"),
+        (JobState.TIMEOUT, "TimeLimit", "TimeLimit"),
+        (JobState.NODE_FAIL, "NodeDown", "NodeDown"),
+        (JobState.RUNNING, "None", ""),
+        (JobState.CANCELLED, "QOSMaxGRESPerUser", ""),
+        (JobState.PENDING, "AssocGrpGRES", "AssocGrpGRES"),
+    ],
+)
+def test_current_reason(state: JobState, reason: str, kept: str) -> None:
+    from hpcplat.catalog.reconcile import current_reason
+
+    assert current_reason(job("1", state, reason=reason)) == kept
