@@ -295,8 +295,13 @@ def test_time_limit_warning_requeues_up_to_the_cap(
         f"time-limit timer):\n{log_text}"
     )
     assert records[job.job_id].state is JobState.FAILED, log_text
-    history = client.history([job.job_id])
-    assert history and history[0].exit_code == checkpoint.EXIT_NOT_REQUEUED, history
+    history = wait_for(  # slurmdbd may lag slurmctld with the job's end
+        "the job's end in accounting",
+        lambda: [h for h in client.history([job.job_id]) if h.state.is_terminal],
+        60,
+        lambda: str(client.history([job.job_id])),
+    )
+    assert history[-1].exit_code == checkpoint.EXIT_NOT_REQUEUED, history
     # Warned twice: requeued once (restart 0 < cap 1), then stopped at the cap with its work saved.
     assert log_text.count("on USR1") == 2, log_text
     assert "requeued job" in log_text and "not requeued (requeued 1 time(s) already" in log_text

@@ -59,7 +59,14 @@ def test_unknown_ids_only_give_an_empty_answer(client: CliBackend) -> None:
 def test_finished_job_in_history_with_exit_code(client: CliBackend) -> None:
     job_id = submit(client, "#!/bin/bash\nexit 7\n")
     assert wait_for(client, job_id, lambda s: s.is_terminal) is JobState.FAILED
+    # slurmdbd may lag slurmctld: until it has the job's end, sacct shows a placeholder record
+    # ("allocation", PENDING). Poll accounting itself, with a deadline.
+    deadline = time.monotonic() + 60
     history = client.history([job_id])
+    while not (history and history[0].state.is_terminal) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        history = client.history([job_id])
+    assert history[0].state is JobState.FAILED, history
     assert history[0].exit_code == 7
 
 
