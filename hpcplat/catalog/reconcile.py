@@ -387,28 +387,6 @@ def _attempt(
     return attempt
 
 
-QUEUE_REASONS = frozenset(
-    {"None", "BeginTime", "Priority", "Resources", "Dependency", "JobHeldUser", "JobHeldAdmin", "Reservation"}
-)
-"""Reasons Slurm gives for why a job waits in the queue."""
-QUEUE_REASON_PREFIXES = ("QOS", "Assoc", "ReqNodeNotAvail", "Partition", "Nodes_required")
-
-
-def current_reason(info: JobInfo) -> str:
-    """Slurm's reason for the job's present state; a queue reason left over from waiting is dropped.
-
-    sacct keeps the last scheduling reason on a finished record ("BeginTime" after a requeue, say),
-    which would read as the reason the job completed. Reasons such as ``NonZeroExitCode``,
-    ``TimeLimit`` or ``NodeDown`` are kept.
-    """
-    reason = info.reason.strip()
-    if info.state is JobState.PENDING:
-        return reason
-    if reason in QUEUE_REASONS or reason.startswith(QUEUE_REASON_PREFIXES):
-        return ""
-    return reason
-
-
 def _update(
     s: Session, run: Run, attempt: Attempt, info: JobInfo, report: ReconcileReport, *, from_accounting: bool
 ) -> None:
@@ -423,7 +401,7 @@ def _update(
         attempt.end = _utc(info.end_time) or attempt.end
     if info.exit_code is not None and (info.state.is_terminal or from_accounting):
         attempt.exit_code = info.exit_code
-    attempt.reason = current_reason(info)
+    attempt.reason = info.reason  # Slurm's reason for the current state ("" once running)
     after = (attempt.state, attempt.nodes, attempt.start, attempt.end, attempt.exit_code, attempt.reason)
     if after != before:
         report.attempts_updated += 1

@@ -23,7 +23,7 @@ from hpcplat.slurm.models import (
     SubmitResult,
     UsageRecord,
 )
-from hpcplat.slurm.state import parse_job_state, parse_node_state
+from hpcplat.slurm.state import parse_job_reason, parse_job_state, parse_node_state
 
 SEP = "\x1f"
 """Field separator of our squeue/sacct formats: a control character no job name can contain."""
@@ -246,13 +246,14 @@ class CliBackend:
         values = dict(zip((name for name, _ in SQUEUE_FIELDS), line.split(SEP), strict=False))
         get = values.get
         tres = parse_tres(get("tres", ""))
+        state = parse_job_state(get("state", ""))
         return JobInfo(
             job_id=get("job_id", ""),
             name=get("name", ""),
             user=get("user", ""),
-            state=parse_job_state(get("state", "")),
+            state=state,
             raw_state=get("state", ""),
-            reason=get("reason", "") if get("reason") not in {"None", "(null)"} else "",
+            reason=parse_job_reason(get("reason", ""), state, has_nodes=bool(get("nodes"))),
             partition=get("partition", ""),
             account=get("account", ""),
             qos=get("qos", ""),
@@ -316,17 +317,19 @@ class CliBackend:
         get = values.get
         code, sig = parse_exit_code(get("ExitCode", ""))
         elapsed = get("ElapsedRaw", "")
+        state = parse_job_state(get("State", ""))
+        nodes = get("NodeList", "") if get("NodeList") != "None assigned" else ""
         return JobInfo(
             job_id=get("JobID", ""),
             name=get("JobName", ""),
             user=get("User", ""),
-            state=parse_job_state(get("State", "")),
+            state=state,
             raw_state=get("State", ""),
-            reason=get("Reason", "") if get("Reason") not in {"None", "(null)"} else "",
+            reason=parse_job_reason(get("Reason", ""), state, has_nodes=bool(nodes)),
             partition=get("Partition", ""),
             account=get("Account", ""),
             qos=get("QOS", ""),
-            nodes=get("NodeList", "") if get("NodeList") != "None assigned" else "",
+            nodes=nodes,
             num_nodes=_int(get("NNodes", "0")),
             exit_code=code,
             signal=sig,

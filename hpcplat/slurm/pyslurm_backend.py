@@ -21,7 +21,7 @@ from hpcplat.errors import CommandError, SlurmError
 from hpcplat.runner import run
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.models import JobInfo
-from hpcplat.slurm.state import parse_job_state
+from hpcplat.slurm.state import parse_job_reason, parse_job_state
 
 
 def _slurm_major() -> str | None:
@@ -87,14 +87,17 @@ class PyslurmBackend(CliBackend):
                 continue
             if user and job.user_name != user:
                 continue
+            state = parse_job_state(str(job.state))
             result.append(
                 JobInfo(
                     job_id=job_id,
                     name=job.name or "",
                     user=job.user_name or "",
-                    state=parse_job_state(str(job.state)),
+                    state=state,
                     raw_state=str(job.state),
-                    reason=str(job.state_reason or ""),
+                    reason=parse_job_reason(
+                        str(job.state_reason or ""), state, has_nodes=bool(job.allocated_nodes)
+                    ),
                     partition=job.partition or "",
                     account=job.account or "",
                     qos=job.qos or "",

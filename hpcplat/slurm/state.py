@@ -123,6 +123,32 @@ class NodeState(enum.Enum):
         return self in {NodeState.IDLE, NodeState.MIXED, NodeState.ALLOCATED, NodeState.COMPLETING}
 
 
+_QUEUE_REASONS = frozenset(
+    {"BeginTime", "Priority", "Resources", "Dependency", "JobHeldUser", "JobHeldAdmin", "Reservation"}
+)
+_QUEUE_REASON_PREFIXES = ("QOS", "Assoc", "ReqNodeNotAvail", "Partition", "JobArrayTask", "Nodes_required")
+
+
+def parse_job_reason(text: str, state: JobState, *, has_nodes: bool) -> str:
+    """Slurm's reason for a job's present state, "" when there is none.
+
+    ``None`` and ``(null)`` are no reason. Slurm keeps the last scheduling reason on a job that has
+    since run ("BeginTime" after a requeue, "Dependency", "JobArrayTaskLimit": recorded on finished
+    jobs of the sandbox), which would read as the reason it completed or failed; once the job has
+    been given nodes such a queue reason is dropped. A job that ended without ever running keeps
+    it (cancelled while waiting on ``AssocGrpGRES``: why it never ran), and so does any other
+    reason (``NonZeroExitCode``, ``TimeLimit``, ``NodeDown``).
+    """
+    reason = text.strip()
+    if reason in {"None", "(null)"}:
+        return ""
+    if state is JobState.PENDING or not has_nodes:
+        return reason
+    if reason in _QUEUE_REASONS or reason.startswith(_QUEUE_REASON_PREFIXES):
+        return ""
+    return reason
+
+
 _NODE_ALIASES = {
     "ALLOC": NodeState.ALLOCATED,
     "DRAIN": NodeState.DRAINED,

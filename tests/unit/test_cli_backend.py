@@ -85,6 +85,19 @@ def test_history_from_recorded_sacct() -> None:
     assert pending.nodes == "" and pending.state is JobState.PENDING
 
 
+def test_finished_jobs_from_recorded_sacct_drop_stale_queue_reasons() -> None:
+    runner = RecordedRunner({"sacct": recorded("sacct_finished_reasons.txt")})
+    by_id = {j.job_id: j for j in CliBackend(runner=runner).history()}
+    assert "BeginTime" in recorded("sacct_finished_reasons.txt")
+    # Each ran and ended; the reason sacct kept is the one it once waited for.
+    for job_id in ("2", "23_0", "41", "141_2", "191_0"):
+        assert by_id[job_id].state.is_terminal and by_id[job_id].nodes, job_id
+        assert by_id[job_id].reason == "", job_id
+    # Cancelled while waiting: the queue reason is why it never ran.
+    assert (by_id["127"].state, by_id["127"].reason) == (JobState.CANCELLED, "BeginTime")
+    assert (by_id["175"].state, by_id["175"].reason) == (JobState.CANCELLED, "AssocGrpGRES")
+
+
 def test_nodes_from_recorded_scontrol() -> None:
     runner = RecordedRunner({"scontrol -o show": recorded("scontrol_show_node.txt")})
     nodes = CliBackend(runner=runner).nodes()

@@ -12,6 +12,7 @@ from hpcplat.slurm.state import (
     JobState,
     NodeState,
     parse_job_id,
+    parse_job_reason,
     parse_job_state,
     parse_node_state,
 )
@@ -112,3 +113,23 @@ def test_array_range_expands_pending_tasks() -> None:
 def test_parse_job_id_rejects_garbage(bad: str) -> None:
     with pytest.raises(ValueError, match="not a Slurm job id"):
         parse_job_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "has_nodes", "kept"),
+    [
+        (JobState.FAILED, "NonZeroExitCode", True, "NonZeroExitCode"),
+        (JobState.TIMEOUT, "TimeLimit", True, "TimeLimit"),
+        (JobState.NODE_FAIL, "NodeDown", True, "NodeDown"),
+        (JobState.RUNNING, "None", True, ""),
+        (JobState.COMPLETED, "(null)", True, ""),
+        (JobState.COMPLETED, "BeginTime", True, ""),
+        (JobState.COMPLETED, "JobArrayTaskLimit", True, ""),
+        (JobState.CANCELLED, "QOSMaxGRESPerUser", True, ""),
+        (JobState.CANCELLED, "AssocGrpGRES", False, "AssocGrpGRES"),  # never ran: why
+        (JobState.PENDING, "AssocGrpGRES", False, "AssocGrpGRES"),
+        (JobState.PENDING, "BeginTime", False, "BeginTime"),
+    ],
+)
+def test_parse_job_reason(state: JobState, reason: str, has_nodes: bool, kept: str) -> None:
+    assert parse_job_reason(reason, state, has_nodes=has_nodes) == kept
