@@ -24,9 +24,6 @@ from hpcplat.launch import TaskEnv, task_env
 
 DEFAULT_TIMEOUT_S = 600.0
 
-_PINNED: list[Any] = []
-"""Process groups kept alive until the process ends (see :func:`_pin`)."""
-
 
 def environment(environ: Mapping[str, str] | None = None) -> TaskEnv:
     """This task's rank, world size, local rank and master address.
@@ -155,8 +152,7 @@ def _pin(group: Any) -> None:
     Holding one extra reference that is never released means the destructor never runs; the
     process is ending anyway, and the operating system reclaims its sockets and threads.
     """
-    _PINNED.append(group)
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))  # survives the clearing of module globals
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))  # never released, not even at exit
 
 
 def destroy_process_group() -> None:

@@ -288,12 +288,10 @@ def test_environ_parsing_keeps_only_what_the_agent_needs() -> None:
     assert (env.job_id, env.node, env.job_dir, env.readable) == ("42", "n3", "/d", True)
 
 
-def spawn(code: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **env})
-
-
-def spawn_ready(code: str, **env: str) -> subprocess.Popen[bytes]:
-    """Starts ``code`` and returns once the child's interpreter has started and said so."""
+def spawn(code: str, *, ready: bool = False, **env: str) -> subprocess.Popen[bytes]:
+    """Starts ``code``; with ``ready``, returns only once the child's interpreter is up."""
+    if not ready:
+        return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **env})
     proc = subprocess.Popen(
         [sys.executable, "-c", f"print('ready', flush=True)\n{code}"],
         env={**os.environ, **env},
@@ -406,8 +404,8 @@ def test_emulated_utilization_is_the_holding_jobs_cpu(tmp_path: Path) -> None:
     devices = make_devices(tmp_path, "nx", 3)
     # Each child says "ready" once its interpreter is up, so its start-up CPU falls before the
     # first read and the idle one uses no CPU at all between the two reads.
-    busy = spawn_ready("while True: pass", SLURM_JOB_ID="999101", SLURMD_NODENAME="nx")
-    idle = spawn_ready("import time; time.sleep(60)", SLURM_JOB_ID="999102", SLURMD_NODENAME="nx")
+    busy = spawn("while True: pass", ready=True, SLURM_JOB_ID="999101", SLURMD_NODENAME="nx")
+    idle = spawn("import time; time.sleep(60)", ready=True, SLURM_JOB_ID="999102", SLURMD_NODENAME="nx")
     try:
         backend = EmulatedBackend("nx", devices=tuple(devices))
         backend.open()
