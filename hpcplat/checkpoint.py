@@ -303,25 +303,66 @@ def preempted_requeue(
     ``SIGTERM`` from ``scancel`` (state CANCELLED) or one after Slurm already requeued it is left alone.
     """
     env = os.environ if environ is None else environ
+    after_saving = "with no saved step known" if saved is None else f"after saving step {saved}"
     job_id = env.get("SLURM_JOB_ID")
     if not job_id:
-        _say(f"stopping on SIGTERM after saving step {saved} (not inside a Slurm job)")
+        _say(f"stopping on SIGTERM {after_saving} (not inside a Slurm job)")
         return EXIT_PREEMPTED
     try:
         record = job_record(job_id, runner=runner)
     except HpcplatError as exc:
-        _say(f"stopping on SIGTERM after saving step {saved}; cannot ask Slurm about job {job_id}: {exc}")
+        _say(f"stopping on SIGTERM {after_saving}; cannot ask Slurm about job {job_id}: {exc}")
         return EXIT_PREEMPTED
     if not is_being_preempted(record):
         state = record.get("JobState", "?")
-        _say(f"stopping on SIGTERM after saving step {saved} (job {job_id} is {state}, not being preempted)")
+        _say(f"stopping on SIGTERM {after_saving} (job {job_id} is {state}, not being preempted)")
+        return EXIT_PREEMPTED
+    decision = requeue_decision(env)
+    if not decision.requeue:
+        _say(f"job {job_id} is being preempted; not requeued ({decision.reason})")
         return EXIT_PREEMPTED
     try:
         requeue_job(job_id, runner=runner)
     except HpcplatError as exc:
         _say(f"job {job_id} is being preempted but scontrol requeue failed: {exc}")
         return EXIT_PREEMPTED
-    _say(f"saved step {saved}; job {job_id} is being preempted: requeued it")
+    _say(f"job {job_id} is being preempted: requeued it {after_saving}")
+    return 0
+
+
+def requeue_if_preempted(status: int, *, runner: Runner = run, environ: Mapping[str, str] | None = None) -> int:
+    """At the end of a job script in a requeueing tier: the status the script should exit with.
+
+    Whatever the program did with the preemption signal (saved and exited, exited at once, or was
+    killed), a job that Slurm is still preempting (RUNNING with a ``PreemptTime``) is requeued here,
+    under the ``$HPCPLAT_MAX_REQUEUES`` cap, and the script exits 0: it comes back, from its
+    checkpoint when it has one, from the start otherwise. Any other end (the program finished, a
+    ``scancel``, a program that already requeued itself through :func:`preempted_requeue`) keeps the
+    program's ``status``. Asking Slurm costs one ``scontrol show job`` at the end of the job.
+    """
+    env = os.environ if environ is None else environ
+    decision = requeue_decision(env)
+    if decision.job_id is None:
+        return status
+    try:
+        record = job_record(decision.job_id, runner=runner)
+    except HpcplatError as exc:
+        _say(f"cannot ask Slurm whether job {decision.job_id} is being preempted: {exc}")
+        return status
+    if not is_being_preempted(record):
+        return status
+    if not decision.requeue:
+        _say(f"job {decision.job_id} is being preempted; not requeued ({decision.reason})")
+        return status if status else EXIT_PREEMPTED
+    try:
+        requeue_job(decision.job_id, runner=runner)
+    except HpcplatError as exc:
+        _say(f"job {decision.job_id} is being preempted but scontrol requeue failed: {exc}")
+        return status if status else EXIT_PREEMPTED
+    _say(
+        f"job {decision.job_id} is being preempted (the program exited with status {status}): "
+        f"requeued it ({decision.reason})"
+    )
     return 0
 
 
@@ -854,6 +895,12 @@ def _cli_parser() -> argparse.ArgumentParser:
         help="the signal that arrived: USR1 (default; requeue under the cap) or TERM (requeue only when "
         "Slurm is preempting the job, not after scancel)",
     )
+    p_preempted = sub.add_parser(
+        "requeue-if-preempted",
+        help="at the end of a job script: requeue the job when Slurm is preempting it (under the cap) and "
+        "exit 0; otherwise exit with STATUS (what job scripts of requeueing tiers run last)",
+    )
+    p_preempted.add_argument("status", type=int, help="the program's exit status")
     return parser
 
 
@@ -868,6 +915,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cli(args: argparse.Namespace) -> int:
+    if args.command == "requeue-if-preempted":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late preemption signal must not cut the check short
+        return requeue_if_preempted(args.status)
     directory = resolve_dir(args.dir)
     rank = env_rank() if args.rank is None else args.rank
     world = env_world_size() if args.world_size is None else args.world_size

@@ -166,6 +166,7 @@ def render(
         "catalog_url": config.catalog_url or "",
         "checkpoint_dir": spec.checkpoint_dir,
         "max_requeues": placement.max_requeues,
+        "requeue": placement.preemptible,
         "tier": placement.tier or "",
         "datasets": " ".join(spec_ref for spec_ref in (str(d) for d in spec.datasets)),
         "dataset_exports": dataset_exports(datasets or {}),

@@ -284,7 +284,7 @@ def test_failed_requeue_exits_75(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_sigterm_of_a_job_being_preempted_is_requeued_by_rank0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slurm_env(monkeypatch, restarts=0, cap=0)  # the cap is for time limits, not preemption
+    slurm_env(monkeypatch, restarts=0, cap=1)
     show = ("scontrol", "show", "job")
     runner = Recorder(
         {show: "JobId=4242 JobState=RUNNING Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0"}
@@ -435,3 +435,98 @@ def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(tmp_p
     assert restored is not None and restored.step == 1
     assert restored.load() == {"w": "small"}
     assert not [p for p in directory.rglob("*") if ".tmp" in p.name]
+
+
+PREEMPTING = "JobId=4242 JobState=RUNNING Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0"
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (PREEMPTING, "job 4242 is being preempted: requeued it with no saved step known"),
+        (
+            "JobId=4242 JobState=CANCELLED Requeue=1 PreemptTime=None Restarts=0",
+            "stopping on SIGTERM with no saved step known (job 4242 is CANCELLED, not being preempted)",
+        ),
+    ],
+)
+def test_preempted_requeue_without_a_saved_step_says_so(
+    record: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m hpcplat.checkpoint requeue --signal TERM`` knows no step: no "saved step None"."""
+    slurm_env(monkeypatch, restarts=0, cap=3)
+    checkpoint.preempted_requeue(runner=Recorder({("scontrol", "show", "job"): record}))
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "None" not in err
+    checkpoint.preempted_requeue(runner=Recorder({("scontrol", "show", "job"): record}), saved=12)
+    assert "step 12" in capsys.readouterr().err
+
+
+def test_requeue_cli_outside_slurm_does_not_print_a_step_of_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    status = checkpoint.main(["requeue", "--signal", "TERM", "--rank", "0", "--dir", str(tmp_path)])
+    assert status == checkpoint.EXIT_PREEMPTED
+    err = capsys.readouterr().err
+    assert "stopping on SIGTERM with no saved step known (not inside a Slurm job)" in err
+    assert "None" not in err
+
+
+def test_sigterm_of_a_job_preempted_past_the_cap_is_not_requeued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slurm_env(monkeypatch, restarts=2, cap=2)
+    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    assert stop_after_save(make(tmp_path, runner=runner), StopReason.PREEMPTED) == checkpoint.EXIT_PREEMPTED
+    assert [c[1] for c in runner.calls] == ["show"]
+
+
+@pytest.mark.parametrize("status", [0, 1, 143])
+def test_a_job_script_being_preempted_is_requeued_whatever_the_program_returned(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slurm_env(monkeypatch, restarts=0, cap=3)
+    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    assert checkpoint.requeue_if_preempted(status, runner=runner) == 0
+    assert runner.calls == [("scontrol", "show", "job", "-o", "4242"), ("scontrol", "requeue", "4242")]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "JobId=4242 JobState=RUNNING Requeue=1 PreemptTime=None Restarts=0",  # it just ended
+        "JobId=4242 JobState=CANCELLED Requeue=1 PreemptTime=None Restarts=0",  # scancel
+        "JobId=4242 JobState=REQUEUED Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0",  # requeued already
+    ],
+)
+def test_a_job_script_not_being_preempted_keeps_the_program_status(
+    record: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slurm_env(monkeypatch, restarts=0, cap=3)
+    runner = Recorder({("scontrol", "show", "job"): record})
+    assert checkpoint.requeue_if_preempted(7, runner=runner) == 7
+    assert [c[1] for c in runner.calls] == ["show"]
+
+
+def test_a_job_script_preempted_at_the_cap_ends_with_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slurm_env(monkeypatch, restarts=3, cap=3)
+    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    assert checkpoint.requeue_if_preempted(0, runner=runner) == checkpoint.EXIT_PREEMPTED
+    assert [c[1] for c in runner.calls] == ["show"]
+    assert "not requeued (requeued 3 time(s) already" in capsys.readouterr().err
+
+
+def test_a_job_script_whose_slurm_query_fails_keeps_the_program_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    slurm_env(monkeypatch, restarts=0, cap=3)
+    assert checkpoint.requeue_if_preempted(5, runner=Recorder(fail=True)) == 5
+
+
+def test_outside_slurm_the_job_script_status_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    runner = Recorder()
+    assert checkpoint.requeue_if_preempted(3, runner=runner) == 3
+    assert runner.calls == []
