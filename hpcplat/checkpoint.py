@@ -330,7 +330,9 @@ def preempted_requeue(
     return 0
 
 
-def requeue_if_preempted(status: int, *, runner: Runner = run, environ: Mapping[str, str] | None = None) -> int:
+def requeue_if_preempted(
+    status: int, *, runner: Runner = run, environ: Mapping[str, str] | None = None
+) -> int:
     """At the end of a job script in a requeueing tier: the status the script should exit with.
 
     Whatever the program did with the preemption signal (saved and exited, exited at once, or was

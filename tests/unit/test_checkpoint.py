@@ -498,7 +498,7 @@ def test_a_job_script_being_preempted_is_requeued_whatever_the_program_returned(
     [
         "JobId=4242 JobState=RUNNING Requeue=1 PreemptTime=None Restarts=0",  # it just ended
         "JobId=4242 JobState=CANCELLED Requeue=1 PreemptTime=None Restarts=0",  # scancel
-        "JobId=4242 JobState=REQUEUED Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0",  # requeued already
+        "JobId=4242 JobState=REQUEUED Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0",  # requeued
     ],
 )
 def test_a_job_script_not_being_preempted_keeps_the_program_status(
@@ -520,7 +520,9 @@ def test_a_job_script_preempted_at_the_cap_ends_with_a_failure(
     assert "not requeued (requeued 3 time(s) already" in capsys.readouterr().err
 
 
-def test_a_job_script_whose_slurm_query_fails_keeps_the_program_status(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_script_whose_slurm_query_fails_keeps_the_program_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
     assert checkpoint.requeue_if_preempted(5, runner=Recorder(fail=True)) == 5
 
