@@ -32,6 +32,7 @@ import pickle
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -443,7 +444,10 @@ class Checkpoint:
 
     def load(self, *, map_location: Any = None) -> Any:
         """This rank's state. Torch shards are loaded with ``weights_only=False``: they are the job's
-        own files (optimizer state and RNG states are not plain tensors)."""
+        own files (optimizer state and RNG states are not plain tensors): so a shard, its marker
+        and its step directory must belong to the user running the job and be writable by nobody
+        else (:func:`check_owned`), or nothing is loaded."""
+        check_owned(self.path, self.path / marker_name(self.rank), self.shard)
         if self.format is Format.TORCH:
             import torch
 
@@ -454,6 +458,29 @@ class Checkpoint:
         if self.format is Format.JSON:
             return json.loads(self.shard.read_text())
         return self.shard
+
+
+def check_owned(*paths: Path) -> None:
+    """Refuse checkpoint files another user owns or could have written.
+
+    Loading a pickle or a ``torch.load(weights_only=False)`` shard runs code: a shard planted by
+    another user of a shared directory would run as the victim. Each path must be owned by this
+    process's user (or root, who can write anything anyway), not a link, and not world-writable.
+    """
+    uid = os.geteuid()
+    for path in paths:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid not in (uid, 0) or st.st_mode & 0o002 or stat.S_ISLNK(st.st_mode):
+            raise HpcplatError(
+                f"refusing to load checkpoint {path}: owned by uid {st.st_uid} with mode "
+                f"{stat.S_IMODE(st.st_mode):o}; only this user's own files (uid {uid}, not world-writable, "
+                "not a link) are loaded",
+                hint="someone else may have planted it: move it away, and keep checkpoints in a private "
+                "directory (hpcplat's default, <job_root>/<user>/<job id>/checkpoints, is)",
+            )
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class SiteConfig:
     catalog_url: str | None = None
     tiers: Mapping[str, Tier] = field(default_factory=dict)
     job_root: str = DEFAULT_JOB_ROOT
-    """Where each job's directory (``<job_root>/<job id>``) and output (``<job id>.out``) go."""
+    """Under it, one private directory per user (:meth:`job_root_path`) holds that user's job
+    directories (``<job id>/``) and outputs (``<job id>.out``)."""
     warn_seconds: int = DEFAULT_WARN_SECONDS
     max_requeues: int = DEFAULT_MAX_REQUEUES
     python: str | None = None
@@ -109,8 +110,26 @@ class SiteConfig:
         value = self.raw.get(name, {})
         return dict(value) if isinstance(value, Mapping) else {}
 
-    def job_root_path(self) -> Path:
+    def shared_job_root(self) -> Path:
+        """The configured ``job_root`` (one directory for every user of the site)."""
         return Path(os.path.expanduser(self.job_root)).absolute()
+
+    def job_root_path(self, user: str | None = None) -> Path:
+        """This user's job root, ``<job_root>/<user>``: every job directory, log, checkpoint and sweep
+        of the user lives under it, private to them (0700; see ``submission.service.ensure_job_root``),
+        so nobody else can plant a directory or checkpoint a job of theirs would use."""
+        return self.shared_job_root() / (user or current_user())
+
+
+def current_user() -> str:
+    """The name of the user this process runs as, from the kernel's uid (never ``$USER``)."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (a container): its number is still unique
+        return str(uid)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -179,27 +198,33 @@ def load(env: Mapping[str, str] | None = None) -> SiteConfig:
 
 
 def _typed(
-    data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, sources: tuple[str, ...]
+    data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, problems: list[str]
 ) -> Any:
+    """``data[key]`` when it is of ``kind`` (or absent: ``None``); otherwise the problem is added to
+    ``problems`` and ``None`` returned, so that every wrong key is reported at once."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise UsageError(
-            f"site configuration: {where}.{key} must be a {names}, got {value!r}",
-            hint=f"fix it in {', '.join(sources) or 'the configuration'}",
-        )
+        problems.append(f"{where}.{key} must be a {names}, got {value!r}")
+        return None
     return value
 
 
+TIER_KEYS = ("partition", "qos", "preemptible", "warn_seconds", "max_requeues", "description")
+
+
 def from_data(data: Mapping[str, Any], *, sources: tuple[str, ...] = ()) -> SiteConfig:
-    """A :class:`SiteConfig` from merged TOML data (checks the types of the keys hpcplat reads)."""
+    """A :class:`SiteConfig` from merged TOML data (checks the types of the keys hpcplat reads;
+    every problem is reported in one :class:`UsageError`)."""
+    problems: list[str] = []
 
     def table(name: str) -> Mapping[str, Any]:
         value = data.get(name) or {}
         if not isinstance(value, Mapping):
-            raise UsageError(f"site configuration: [{name}] must be a table, got {value!r}")
+            problems.append(f"[{name}] must be a table, got {value!r}")
+            return {}
         return value
 
     cluster, defaults, catalog, submission = (
@@ -212,55 +237,55 @@ def from_data(data: Mapping[str, Any], *, sources: tuple[str, ...] = ()) -> Site
     for name, spec in table("tiers").items():
         where = f"tiers.{name}"
         if not isinstance(spec, Mapping):
-            raise UsageError(f"site configuration: [{where}] must be a table")
-        unknown = set(spec) - {
-            "partition",
-            "qos",
-            "preemptible",
-            "warn_seconds",
-            "max_requeues",
-            "description",
-        }
+            problems.append(f"[{where}] must be a table")
+            continue
+        unknown = set(spec) - set(TIER_KEYS)
         if unknown:
-            raise UsageError(
-                f"site configuration: unknown key(s) in [{where}]: {', '.join(sorted(unknown))}",
-                hint="allowed: partition, qos, preemptible, warn_seconds, max_requeues, description",
+            problems.append(
+                f"unknown key(s) in [{where}]: {', '.join(sorted(unknown))} (allowed: {', '.join(TIER_KEYS)})"
             )
         tiers[name] = Tier(
             name=name,
-            partition=_typed(spec, "partition", str, where, sources),
-            qos=_typed(spec, "qos", str, where, sources),
-            preemptible=bool(_typed(spec, "preemptible", bool, where, sources) or False),
-            warn_seconds=_typed(spec, "warn_seconds", int, where, sources),
-            max_requeues=_typed(spec, "max_requeues", int, where, sources),
+            partition=_typed(spec, "partition", str, where, problems),
+            qos=_typed(spec, "qos", str, where, problems),
+            preemptible=bool(_typed(spec, "preemptible", bool, where, problems) or False),
+            warn_seconds=_typed(spec, "warn_seconds", int, where, problems),
+            max_requeues=_typed(spec, "max_requeues", int, where, problems),
         )
-    lmod = _typed(submission, "lmod_init", (list, str), "submission", sources)
+    lmod = _typed(submission, "lmod_init", (list, str), "submission", problems)
     if isinstance(lmod, str):
         lmod = [lmod]
-    job_root = _typed(submission, "job_root", str, "submission", sources) or DEFAULT_JOB_ROOT
+    job_root = _typed(submission, "job_root", str, "submission", problems) or DEFAULT_JOB_ROOT
     if any(ord(c) < 32 for c in job_root):
-        raise UsageError("site configuration: submission.job_root must not contain control characters")
-    return SiteConfig(
-        cluster_name=_typed(cluster, "name", str, "cluster", sources),
-        default_account=_typed(defaults, "account", str, "defaults", sources),
-        default_tier=_typed(defaults, "tier", str, "defaults", sources),
-        default_partition=_typed(defaults, "partition", str, "defaults", sources),
-        catalog_url=_typed(catalog, "url", str, "catalog", sources),
+        problems.append("submission.job_root must not contain control characters")
+    config = SiteConfig(
+        cluster_name=_typed(cluster, "name", str, "cluster", problems),
+        default_account=_typed(defaults, "account", str, "defaults", problems),
+        default_tier=_typed(defaults, "tier", str, "defaults", problems),
+        default_partition=_typed(defaults, "partition", str, "defaults", problems),
+        catalog_url=_typed(catalog, "url", str, "catalog", problems),
         tiers=tiers,
         job_root=job_root,
-        warn_seconds=_typed(submission, "warn_seconds", int, "submission", sources) or DEFAULT_WARN_SECONDS,
+        warn_seconds=_typed(submission, "warn_seconds", int, "submission", problems) or DEFAULT_WARN_SECONDS,
         max_requeues=(
             m
-            if (m := _typed(submission, "max_requeues", int, "submission", sources)) is not None
+            if (m := _typed(submission, "max_requeues", int, "submission", problems)) is not None
             else DEFAULT_MAX_REQUEUES
         ),
-        python=_typed(submission, "python", str, "submission", sources),
+        python=_typed(submission, "python", str, "submission", problems),
         lmod_init=tuple(str(p) for p in lmod) if lmod else DEFAULT_LMOD_INIT,
         cache_seconds=(
             c
-            if (c := _typed(submission, "cache_seconds", int, "submission", sources)) is not None
+            if (c := _typed(submission, "cache_seconds", int, "submission", problems)) is not None
             else DEFAULT_CACHE_SECONDS
         ),
         sources=sources,
         raw=dict(data),
     )
+    if problems:
+        hint = f"fix it in {', '.join(sources) or 'the configuration'}"
+        if len(problems) == 1:
+            raise UsageError(f"site configuration: {problems[0]}", hint=hint)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise UsageError(f"site configuration, {len(problems)} problems:\n{lines}", hint=hint)
+    return config

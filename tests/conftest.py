@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.postgres",
     "tests.fixtures.sshd",
+    "tests.fixtures.users",
 ]

@@ -181,8 +181,11 @@ def reconcile(
     live_by_id = _expand(live)
     hist_by_id = _expand(history)
     with catalog._write() as s:
-        _apply(s, run_ids=[r.id for r in active], live=live_by_id, hist=hist_by_id, report=report, now=now)
-        _resolve_stuck(s, [r.id for r in stuck], live + history, report, grace_s)
+        # Stuck submissions first: a job found by its comment (in squeue, or in accounting once it
+        # has left the queue) gets its state, attempts and usage from the same answers right away.
+        attached = _resolve_stuck(s, [r.id for r in stuck], live + history, report, grace_s)
+        run_ids = [r.id for r in active] + attached
+        _apply(s, run_ids=run_ids, live=live_by_id, hist=hist_by_id, report=report, now=now)
     for job_dir in job_dirs:
         for path in ingest.spool_files(job_dir):
             try:
@@ -431,9 +434,12 @@ def _usage(s: Session, run_id: str, attempt: Attempt, info: JobInfo) -> None:
 
 def _resolve_stuck(
     s: Session, run_ids: Sequence[str], infos: Sequence[JobInfo], report: ReconcileReport, grace_s: float
-) -> None:
+) -> list[str]:
+    """Attach each stuck run to the job whose comment names it (squeue's or sacct's record), else
+    mark it NOT_SUBMITTED. Returns the ids of the runs attached."""
+    attached: list[str] = []
     if not run_ids:
-        return
+        return attached
     by_run: dict[str, str] = {}
     for info in infos:
         comment = info.comment.strip()
@@ -462,6 +468,7 @@ def _resolve_stuck(
             )
             report.attached.append((run_id, job_id))
             report.runs_changed.append((run_id, RunStatus.SUBMITTING.value, RunStatus.QUEUED.value))
+            attached.append(run_id)
         else:
             reason = (
                 f"the submitting process stopped and no Slurm job has comment {COMMENT_PREFIX}{run_id} "
@@ -473,3 +480,5 @@ def _resolve_stuck(
             s.add(Event(kind=EventKind.SUBMIT_FAILED, reason=reason, source="reconcile", run_id=run_id))
             report.abandoned.append(run_id)
             report.runs_changed.append((run_id, RunStatus.SUBMITTING.value, RunStatus.NOT_SUBMITTED.value))
+    s.flush()
+    return attached

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from hpcplat.siteconfig import SiteConfig
     from hpcplat.slurm.client import SlurmClient
     from hpcplat.slurm.models import JobInfo
+    from hpcplat.slurm.output import OutputLocation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,11 +146,20 @@ def overrides_from_options(options: dict[str, Any], command: Sequence[str]) -> d
     return data
 
 
-def spec_from_options(options: dict[str, Any], command: Sequence[str]) -> JobSpec:
-    """A spec from ``-f FILE`` (if given) with the command-line options over it."""
+def spec_from_options(
+    options: dict[str, Any], command: Sequence[str], *, check_cluster: bool = False
+) -> JobSpec:
+    """A spec from ``-f FILE`` (if given) with the command-line options over it. With
+    ``check_cluster``, an invalid request is also checked against the cluster for the rest, so that
+    the error lists every problem at once."""
+    from hpcplat.spec.files import SpecFileError
+
     overrides = overrides_from_options(options, command)
     if options.get("spec_file"):
-        return load_spec_file(options["spec_file"], overrides=overrides)
+        try:
+            return load_spec_file(options["spec_file"], overrides=overrides)
+        except SpecFileError as exc:
+            raise _all_problems(exc, exc.located, exc.spec_error, check_cluster) from None
     if "command" not in overrides:
         raise UsageError(
             "nothing to run: give the command after --, or a spec file with -f",
@@ -163,7 +173,16 @@ def spec_from_options(options: dict[str, Any], command: Sequence[str]) -> JobSpe
             message = f"invalid job request: {problems[0]}"
         else:
             message = "invalid job request:\n" + "\n".join(f"  {p}" for p in problems)
-        raise UsageError(message, hint="see `hpcplat submit --help`") from None
+        error = UsageError(message, hint="see `hpcplat submit --help`")
+        raise _all_problems(error, problems, exc, check_cluster) from None
+
+
+def _all_problems(error: UsageError, shown: list[str], spec_error: SpecError, check: bool) -> UsageError:
+    if not check:
+        return error
+    from hpcplat.submission.service import explain_invalid
+
+    return explain_invalid(error, shown, spec_error)
 
 
 _FIELD_OPTIONS = {
@@ -277,7 +296,8 @@ def info_dict(info: JobInfo) -> dict[str, Any]:
         "qos": info.qos,
         "nodes": info.nodes,
         "num_nodes": info.num_nodes,
-        "gpus": info.gpus,
+        "gpus": info.gpus,  # the whole job's, queued, running or in accounting
+        "gpus_per_node": info.gpus_per_node,
         "exit_code": info.exit_code,
         "restarts": info.restarts,
         "submit_time": info.submit_time.isoformat() if info.submit_time else None,
@@ -298,13 +318,12 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def output_path(info: JobInfo | None, job_id: str, config: SiteConfig) -> Path:
-    """Where a job's output is: Slurm's answer when it has one, else hpcplat's convention."""
-    if info is not None and info.stdout_path and info.stdout_path not in ("(null)", "/dev/null"):
-        return Path(info.stdout_path)
-    parsed = parse_job_id(job_id)
-    name = f"{parsed.job}_{parsed.array_task}" if parsed.array_task is not None else str(parsed.job)
-    return config.job_root_path() / f"{name}.out"
+def output_path(client: SlurmClient, info: JobInfo, job_id: str, config: SiteConfig) -> OutputLocation:
+    """Where a job's output is: Slurm's answer (``StdOut``) while it has one, else a guess that
+    says so (:mod:`hpcplat.slurm.output`)."""
+    from hpcplat.slurm.output import output_location
+
+    return output_location(client, info, job_id, job_root=config.job_root_path())
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -324,7 +343,7 @@ def submit(command: tuple[str, ...], dry_run: bool, no_validate: bool, as_json: 
     hpcplat submit -f train.yaml --tier preemptible
     hpcplat submit --nodes 2 --gpus-per-node 4 --tasks-per-node 4 -- python ddp.py
     """
-    spec = spec_from_options(options, command)
+    spec = spec_from_options(options, command, check_cluster=not no_validate)
     from hpcplat.submission import service
 
     if dry_run:
@@ -405,7 +424,7 @@ def jobs(all_users: bool, since: str | None, as_json: bool) -> None:
                 "TIER",
                 "PARTITION",
                 "NODES",
-                "GPUS",
+                "TOTAL_GPUS",
                 "ELAPSED",
                 "NODELIST(REASON)",
                 "RUN",
@@ -428,9 +447,12 @@ def _sort_key(job_id: str) -> tuple[int, int]:
 def show(job_id: str, as_json: bool) -> None:
     """Show one job: state, resources, where it runs, its run and output."""
     (job_id,) = _check_ids([job_id])
-    info = find_jobs(_client(), [job_id])[job_id]
+    client = _client()
+    info = find_jobs(client, [job_id])[job_id]
     data = info_dict(info)
-    data["output"] = str(output_path(info, job_id, _config()))
+    location = output_path(client, info, job_id, _config())
+    data["output"] = str(location.path)
+    data["output_guessed"] = location.guess or None
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
@@ -449,14 +471,16 @@ def logs(job_id: str, follow: bool) -> None:
     client = _client()
     config = _config()
     info = find_jobs(client, [job_id])[job_id]
-    path = output_path(info, job_id, config)
+    location = output_path(client, info, job_id, config)
+    path = location.path
     if not follow:
         if not path.exists():
             if info.state is JobState.PENDING:
                 click.echo(f"job {job_id} is pending ({info.reason or 'waiting'}): no output yet", err=True)
                 return
             raise HpcplatError(
-                f"job {job_id} ({info.state.value}) has no output file at {path}",
+                f"job {job_id} ({info.state.value}) has no output file at {path}"
+                + (f" (guessed: {location.guess})" if location.guessed else ""),
                 hint="it may have been written elsewhere (--output) or removed",
             )
         _copy(path, 0)
@@ -530,7 +554,8 @@ def _refusal(exc: SlurmError, ids: Sequence[str]) -> HpcplatError:
 @click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def wait(job_ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
-    """Wait for jobs to finish; exit 0 if all completed, 1 if any failed.
+    """Wait for jobs to finish; exit 0 if all completed, exit 1 if any failed or --timeout passed first
+    (the jobs then keep running).
 
     One squeue call per refresh for all the jobs (plus sacct for ended ones), backing off to 30 s.
     """

@@ -72,9 +72,15 @@ SACCT_FIELDS: tuple[str, ...] = (
     "Timelimit",
     "AllocTRES",
     "WorkDir",
+    "ReqTRES",
+    "Comment",
 )
+"""New fields go at the end: older recorded output (tests/data/slurm) still parses. ``Comment`` is
+stored by slurmdbd only with ``AccountingStoreFlags=job_comment`` (the sandbox sets it); it is how a
+finished job's run is found (``hpcplat:<run id>``) once the job has left squeue."""
 
 _SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
+_PATH_KEYS = ("WorkDir", "StdOut", "StdErr", "StdIn")
 
 
 def parse_time(text: str) -> datetime | None:
@@ -158,6 +164,15 @@ def _int(text: str, default: int = 0) -> int:
         return int(text)
     except ValueError:
         return default
+
+
+def _times(count: str, nodes: int) -> str:
+    """A per-node count for ``nodes`` nodes (``"2"``, 3 → ``"6"``); other values stay as they are."""
+    return str(int(count) * nodes) if count.isdigit() and nodes > 1 else count
+
+
+def _comment(text: str) -> str:
+    return "" if text.strip() in {"(null)", "N/A"} else text
 
 
 class CliBackend:
@@ -245,7 +260,9 @@ class CliBackend:
     def _job_from_squeue(line: str) -> JobInfo:
         values = dict(zip((name for name, _ in SQUEUE_FIELDS), line.split(SEP), strict=False))
         get = values.get
-        tres = parse_tres(get("tres", ""))
+        num_nodes = _int(get("num_nodes", "0"))
+        # %b is TRES per node (gres:gpu:2); a JobInfo holds the whole job's, like sacct's AllocTRES.
+        tres = {key: _times(value, num_nodes) for key, value in parse_tres(get("tres", "")).items()}
         state = parse_job_state(get("state", ""))
         return JobInfo(
             job_id=get("job_id", ""),
@@ -258,14 +275,14 @@ class CliBackend:
             account=get("account", ""),
             qos=get("qos", ""),
             nodes=get("nodes", ""),
-            num_nodes=_int(get("num_nodes", "0")),
+            num_nodes=num_nodes,
             submit_time=parse_time(get("submit_time", "")),
             start_time=parse_time(get("start_time", "")),
             end_time=parse_time(get("end_time", "")),
             time_limit=get("time_limit", ""),
             tres=tres,
             work_dir=get("work_dir", ""),
-            comment=get("comment", "") if get("comment") != "(null)" else "",
+            comment=_comment(get("comment", "")),
         )
 
     def history(
@@ -338,8 +355,10 @@ class CliBackend:
             end_time=parse_time(get("End", "")),
             elapsed_s=int(elapsed) if elapsed.isdigit() else None,
             time_limit=get("Timelimit", ""),
-            tres=parse_tres(get("AllocTRES", "")),
+            # Nothing allocated (pending, or cancelled before it started): what it asked for.
+            tres=parse_tres(get("AllocTRES", "")) or parse_tres(get("ReqTRES", "")),
             work_dir=get("WorkDir", ""),
+            comment=_comment(get("Comment", "")),
         )
 
     def cancel(
@@ -389,6 +408,33 @@ class CliBackend:
         result = self._call(["scontrol", "-o", "show", "job", "-d", str(job_id)])
         line = result.stdout.splitlines()[0] if result.stdout.strip() else ""
         return parse_key_values(line)
+
+    def job_paths(self, job_id: str) -> dict[str, str]:
+        """``WorkDir``, ``StdOut``, ``StdErr`` and ``StdIn`` of one job as the controller holds
+        them (``%j`` and the like already expanded); ``{}`` once Slurm has forgotten the job.
+
+        Read from the multi-line ``scontrol show job``, where each of these ends its line, so a
+        path with spaces arrives whole (the one-line ``-o`` form cannot be split reliably)."""
+        result = self._call(["scontrol", "show", "job", str(job_id)], check=False)
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return {}
+            raise SlurmError(
+                f"scontrol show job {job_id} failed: {result.stderr.strip()}",
+                argv=["scontrol", "show", "job", str(job_id)],
+                returncode=result.returncode,
+                stderr=result.stderr,
+            )
+        paths: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            if not line.strip():
+                if paths:
+                    break  # the first record only (an array's base id lists every task)
+                continue
+            key, sep, value = line.strip().partition("=")
+            if sep and key in _PATH_KEYS and key not in paths:
+                paths[key] = value
+        return paths
 
     def job_gpu_indices(self, job_id: str) -> dict[str, list[int]]:
         result = self._call(["scontrol", "show", "job", "-d", str(job_id)])
@@ -457,14 +503,17 @@ class CliBackend:
                 "--parsable2",
                 "show",
                 "qos",
-                "format=Name,Priority,Preempt,PreemptMode,GrpTRES,MaxWall",
+                "format=Name,Priority,Preempt,PreemptMode,GrpTRES,MaxWall,MaxTRES,MaxTRESPerNode,"
+                "MaxTRESPU,MaxTRESPA",
             ]
         )
         items = []
         for line in result.stdout.splitlines():
             if not line.strip():
                 continue
-            name, prio, preempt, mode, grp, maxwall = (line.split("|") + [""] * 6)[:6]
+            name, prio, preempt, mode, grp, maxwall, max_tres, per_node, per_user, per_account = (
+                line.split("|") + [""] * 10
+            )[:10]
             items.append(
                 QosInfo(
                     name=name,
@@ -473,27 +522,34 @@ class CliBackend:
                     preempt_mode=mode,
                     grp_tres=grp,
                     max_wall_minutes=parse_minutes(maxwall),
+                    max_tres=max_tres,
+                    max_tres_per_node=per_node,
+                    max_tres_per_user=per_user,
+                    max_tres_per_account=per_account,
                 )
             )
         return items
 
-    def associations(self, *, user: str | None = None) -> list[Association]:
+    def associations(self, *, user: str | None = None, accounts: Sequence[str] = ()) -> list[Association]:
         argv = [
             "sacctmgr",
             "--noheader",
             "--parsable2",
             "show",
             "associations",
-            "format=Account,User,QOS,DefaultQOS,GrpTRES,ParentName",
+            "format=Account,User,QOS,DefaultQOS,GrpTRES,ParentName,MaxTRES,MaxTRESPerNode,MaxWall",
         ]
-        if user:
-            argv.extend(["where", f"user={user}"])
+        where = ([f"user={user}"] if user else []) + ([f"account={','.join(accounts)}"] if accounts else [])
+        if where:
+            argv.extend(["where", *where])
         result = self._call(argv)
         items = []
         for line in result.stdout.splitlines():
             if not line.strip():
                 continue
-            account, usr, qos, defqos, grp, parent = (line.split("|") + [""] * 6)[:6]
+            account, usr, qos, defqos, grp, parent, max_tres, per_node, maxwall = (
+                line.split("|") + [""] * 9
+            )[:9]
             items.append(
                 Association(
                     account=account,
@@ -502,6 +558,9 @@ class CliBackend:
                     default_qos=defqos,
                     grp_tres=grp,
                     parent=parent,
+                    max_tres=max_tres,
+                    max_tres_per_node=per_node,
+                    max_wall_minutes=parse_minutes(maxwall) if maxwall else None,
                 )
             )
         return items

@@ -38,7 +38,9 @@ class JobInfo:
     elapsed_s: int | None = None
     time_limit: str = ""
     tres: dict[str, str] = field(default_factory=dict)
-    """Allocated (or requested, while pending) TRES: ``{"cpu": "4", "gres/gpu": "2", ...}``."""
+    """TRES of the WHOLE job, allocated (or requested, while none is allocated), as sacct's
+    ``AllocTRES``: ``{"cpu": "4", "gres/gpu": "8", ...}``. Backends turn per-node counts (squeue's)
+    into totals, so a number here means the same whether the job is queued, running or finished."""
     work_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
@@ -48,11 +50,17 @@ class JobInfo:
 
     @property
     def gpus(self) -> int:
+        """GPUs of the whole job (all its nodes together)."""
         text = self.tres.get("gres/gpu", "0")
         try:
             return int(text)
         except ValueError:
             return 0
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs on each of its nodes (``gpus`` shared evenly over ``num_nodes``)."""
+        return self.gpus // self.num_nodes if self.num_nodes > 1 else self.gpus
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,12 @@ class QosInfo:
     preempt_mode: str = ""
     grp_tres: str = ""
     max_wall_minutes: int | None = None
+    max_tres: str = ""
+    """``MaxTRES``: the most one job may hold (``gres/gpu=4,cpu=32``); empty when unlimited."""
+    max_tres_per_node: str = ""
+    max_tres_per_user: str = ""
+    """``MaxTRESPU``: the most all of one user's running jobs in the QOS may hold together."""
+    max_tres_per_account: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,10 @@ class Association:
     default_qos: str = ""
     grp_tres: str = ""
     parent: str = ""
+    max_tres: str = ""
+    """``MaxTRES``: the most one job may hold; empty when unlimited."""
+    max_tres_per_node: str = ""
+    max_wall_minutes: int | None = None
 
 
 @dataclass(frozen=True)

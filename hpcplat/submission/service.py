@@ -19,6 +19,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import stat
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,20 +32,16 @@ from hpcplat.errors import HpcplatError, UsageError
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.siteconfig import load as load_config
 from hpcplat.slurm.client import SlurmClient
-from hpcplat.spec import JobSpec
+from hpcplat.spec import JobSpec, SpecError
 from hpcplat.submission import spool
 from hpcplat.submission.render import ArrayPart, render
-from hpcplat.submission.validate import Checked, validate
+from hpcplat.submission.validate import Checked, validate, with_cluster_problems
 
 if TYPE_CHECKING:
     from hpcplat.catalog import Catalog
     from hpcplat.catalog.intent import RunIntent
 
 log = logging.getLogger(__name__)
-
-PENDING_RUN_ID = "RUN-ID-ASSIGNED-AT-SUBMISSION"
-"""Stands for the run id in the copy of the script recorded with the intent: the catalog assigns
-the id when the intent is recorded, and the script that is submitted carries the real one."""
 
 
 class SubmissionError(HpcplatError):
@@ -151,16 +148,53 @@ def resolve_workdir(spec: JobSpec, cwd: str | None = None) -> JobSpec:
 
 
 def ensure_job_root(config: SiteConfig) -> Path:
-    """Create the directory job output goes to (Slurm does not, and fails the job without it)."""
+    """Create this user's job root, private to them, and return it (Slurm does not create the
+    directory of a job's output, and fails the job without it).
+
+    The site's ``job_root`` may be shared by every user (mode 1777, like ``/tmp``). Under it each
+    user gets ``<job_root>/<user>``, mode 0700: job ids are sequential, so a directory another user
+    could create there would let them plant a checkpoint or result file a job of ours then loads.
+    A user root that exists must be a real directory owned by this user; one that is not is refused,
+    never used.
+    """
+    shared = config.shared_job_root()
     root = config.job_root_path()
+    hint = "set [submission] job_root in the site configuration to a writable shared directory"
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        shared.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise UsageError(
             f"cannot create the job directory root {root}: {exc.strerror or exc}",
-            hint="set [submission] job_root in the site configuration to a writable shared directory",
+            hint=f"{hint}; on a shared root, the admin creates {shared} with mode 1777 (like /tmp)",
         ) from None
+    check_private_dir(root, what="job directory root", hint=hint)
     return root
+
+
+def check_private_dir(path: Path, *, what: str, hint: str) -> None:
+    """Refuse ``path`` unless it is a directory (not a link) owned by this user; make it 0700."""
+    st = path.lstat()
+    uid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"the {what} {path} is not a directory (a link or a file is never used)", hint=hint)
+    if st.st_uid != uid:
+        raise UsageError(
+            f"the {what} {path} belongs to {_user_name(st.st_uid)}, not to you ({_user_name(uid)}); "
+            "hpcplat never uses a directory someone else created",
+            hint=f"ask its owner or the admin to remove it; or {hint}",
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def check(
@@ -172,6 +206,35 @@ def check(
 ) -> Checked:
     """Validation only (also what ``--dry-run`` runs)."""
     return validate(spec, client=client, config=config, catalog=catalog)
+
+
+def explain_invalid(
+    error: UsageError,
+    shown: Sequence[str],
+    spec_error: SpecError,
+    *,
+    client: SlurmClient | None = None,
+    config: SiteConfig | None = None,
+) -> UsageError:
+    """A request whose spec is invalid (``error``, its problems ``shown`` as the user reads them),
+    with whatever else validation finds in the rest of it, so that every problem is reported at
+    once (:func:`hpcplat.submission.validate.with_cluster_problems`). ``error`` itself when nothing
+    more is found or the cluster or configuration cannot be read."""
+    try:
+        config = config or load_config()
+        if client is None:
+            from hpcplat.slurm import get_client
+
+            client = get_client()
+    except HpcplatError as exc:
+        log.debug("not checking the rest of an invalid request: %s", exc)
+        return error
+    chosen = config
+
+    def catalog() -> Any:
+        return open_catalog(chosen)
+
+    return with_cluster_problems(error, shown, spec_error, client=client, config=config, catalog=catalog)
 
 
 def slurm_request(checked: Checked, config: SiteConfig, *, python: str | None = None) -> dict[str, Any]:
@@ -351,17 +414,8 @@ def submit(
             run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}", tracked=False
         )
 
-    recorded_script = render(
-        checked.spec,
-        config,
-        run_id=PENDING_RUN_ID,
-        placement=checked.placement,
-        python=python,
-        datasets=checked.datasets,
-    )
-    captured = provenance.result() if provenance is not None else capture_provenance(workdir)
-    intent = make_intent(checked, config, script=recorded_script, provenance=captured)
-    run_id = cat.record_intent(intent)
+    # The run id is chosen here, so that the script recorded with the intent is the one submitted.
+    run_id = str(uuid.uuid4())
     script = render(
         checked.spec,
         config,
@@ -370,6 +424,10 @@ def submit(
         python=python,
         datasets=checked.datasets,
     )
+    captured = provenance.result() if provenance is not None else capture_provenance(workdir)
+    intent = make_intent(checked, config, script=script, provenance=captured)
+    intent.run_id = run_id
+    run_id = cat.record_intent(intent)
     job_id = sbatch(client, script, cwd=workdir, catalog=cat, run_ids=[run_id])
     confirm(client, cat, job_id, [(run_id, job_id)], catalog_url=config.catalog_url or "")
     return Submission(run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}")
@@ -430,4 +488,4 @@ def submit_array_script(
     return job_id
 
 
-__all__ = ["PENDING_RUN_ID", "Submission", "SubmissionError", "UsageError", "dry_run", "submit"]
+__all__ = ["Submission", "SubmissionError", "UsageError", "dry_run", "submit"]

@@ -315,10 +315,10 @@ class Harness:
         return self.catalog().reconcile(self.client, **kwargs)
 
     def job_dir(self, job_id: str) -> Path:
-        return Path(self.config.job_root) / job_id
+        return self.config.job_root_path() / job_id
 
     def output(self, job_id: str) -> str:
-        path = Path(self.config.job_root) / f"{job_id}.out"
+        path = self.config.job_root_path() / f"{job_id}.out"
         return path.read_text(errors="replace") if path.exists() else f"(no output file {path})"
 
 

@@ -8,6 +8,7 @@ the jobs it submitted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from hpcplat.catalog.types import utcnow
 from hpcplat.runner import run
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from tests.fixtures.submission import invoke
 
 pytestmark = pytest.mark.sandbox
 
@@ -123,6 +125,67 @@ def test_stuck_submission_is_found_by_its_comment(
     report = catalog.reconcile(slurm, now=utcnow() + timedelta(minutes=10))
     assert (run_id, job_id) in report.attached
     assert [a.job_id for a in catalog.details(run_id).attempts] == [job_id]
+
+
+def test_a_job_that_ran_and_left_the_queue_is_found_by_its_comment_in_accounting(
+    catalog: Catalog, slurm: CliBackend, sandbox: Any, tmp_path: Path
+) -> None:
+    # The submitting process recorded the intent, sbatch queued the job (2 nodes x 2 GPUs), and the
+    # process died before confirming it. The job runs, ends and leaves squeue's listing of live jobs
+    # before anyone reconciles: only accounting (sacct's Comment) still says whose it was.
+    env = dict(sandbox.env())
+    run_id, job_id = submit(
+        catalog,
+        slurm,
+        "sleep 15",
+        "--nodes=2",
+        "--gpus-per-node=2",
+        f"--output={tmp_path}/%j.out",
+        confirm=False,
+    )
+
+    def cli(*args: str) -> Any:
+        result = invoke(list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out after {DEADLINE_S:g} s waiting for {what}"
+            time.sleep(0.5)
+
+    until(lambda: [j.state for j in slurm.jobs([job_id])] == [JobState.RUNNING], "the job to run")
+    running = json.loads(cli("show", job_id, "--json"))
+    [listed] = [r for r in json.loads(cli("jobs", "--json")) if r["job_id"] == job_id]
+    # GPUs are the whole job's, the same number queued/running as in accounting below.
+    assert (running["gpus"], running["gpus_per_node"], listed["gpus"]) == (4, 2, 4)
+
+    until(
+        lambda: (
+            [h.state for h in slurm.history([job_id])] == [JobState.COMPLETED]
+            and job_id not in {j.job_id for j in slurm.jobs()}
+        ),
+        "the job to end and leave the queue",
+    )
+    report = catalog.reconcile(slurm, now=utcnow() + timedelta(minutes=10))
+    assert (run_id, job_id) in report.attached and run_id not in report.abandoned
+    details = catalog.details(run_id)
+    assert details.run.status is RunStatus.COMPLETED
+    assert [(a.job_id, a.state) for a in details.attempts] == [(job_id, JobState.COMPLETED)]
+
+    [ended] = [r for r in json.loads(cli("jobs", "--history", "1h", "--json")) if r["job_id"] == job_id]
+    assert (ended["run_id"], ended["state"], ended["gpus"], ended["gpus_per_node"]) == (
+        run_id,
+        "COMPLETED",
+        4,
+        2,
+    )
+    lines = cli("jobs", "--history", "1h").splitlines()
+    [row] = [line for line in lines if line.split()[0] == job_id]
+    assert "TOTAL_GPUS" in lines[0].split() and row.split()[-1] == run_id[:8]
+    shown = json.loads(cli("show", job_id, "--json"))
+    assert (shown["run_id"], shown["gpus"], shown["gpus_per_node"]) == (run_id, 4, 2)
 
 
 def test_plain_sbatch_job_registers_itself_and_tracks(

@@ -198,13 +198,32 @@ def test_stuck_submission_is_attached_by_its_comment(catalog: Catalog) -> None:
     assert slurm.calls[0] == ("jobs", None)  # ids unknown: one listing call
     assert report.attached == [(stuck, "400")]
     assert report.abandoned == [lost]
-    assert catalog.run(stuck).status is RunStatus.QUEUED
+    assert catalog.run(stuck).status is RunStatus.RUNNING  # the same answers give its state
     assert [a.job_id for a in catalog.details(stuck).attempts] == ["400"]
     lost_run = catalog.run(lost)
     assert lost_run.status is RunStatus.NOT_SUBMITTED
     assert f"no Slurm job has comment hpcplat:{lost}" in lost_run.status_reason
     catalog.reconcile(slurm, now=later)  # the attached job is now followed like any other
     assert catalog.run(stuck).status is RunStatus.RUNNING
+    assert [a.job_id for a in catalog.details(stuck).attempts] == ["400"]
+
+
+def test_stuck_submission_whose_job_left_the_queue_is_found_in_accounting(catalog: Catalog) -> None:
+    # The job ran and ended before this reconcile: squeue no longer lists it, only sacct (parsed
+    # from output recorded from the sandbox, with its Comment) still knows whose it was.
+    recorded = (Path(__file__).resolve().parent.parent / "data" / "slurm" / "sacct_comment.txt").read_text()
+    run_ids = tuple(catalog.record_intent(RunIntent(name=n, owner="alice", team="vision")) for n in "xy")
+    recorded = recorded.replace("3f2c9a1e-6b7d-4e0a-9c51-2d8e7f4a1b60", run_ids[0])
+    recorded = recorded.replace("8a1d4e2f-0c3b-4f6a-b7e9-5d2c1a0f9e34", run_ids[1])
+    slurm = RecordedSlurm()
+    slurm.history_records = [CliBackend._job_from_sacct(line) for line in recorded.splitlines()]
+    report = catalog.reconcile(slurm, now=utcnow() + timedelta(minutes=10))
+    assert dict(report.attached) == {run_ids[0]: "24", run_ids[1]: "25"}
+    assert report.abandoned == []
+    ran, cancelled = catalog.details(run_ids[0]), catalog.details(run_ids[1])
+    assert ran.run.status is RunStatus.COMPLETED
+    assert [(a.job_id, a.state) for a in ran.attempts] == [("24", JobState.COMPLETED)]
+    assert cancelled.run.status is RunStatus.CANCELLED
 
 
 def test_missing_job_is_reported_not_ended(catalog: Catalog) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcplat.errors import CommandError, SlurmError
+from hpcplat.errors import CommandError, SlurmError, UsageError
 from hpcplat.runner import CommandResult
 from hpcplat.slurm.cli_backend import (
     CliBackend,
@@ -21,6 +21,7 @@ from hpcplat.slurm.cli_backend import (
     parse_minutes,
     parse_tres,
 )
+from hpcplat.slurm.client import get_client
 from hpcplat.slurm.state import JobState, NodeState
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "slurm"
@@ -83,6 +84,54 @@ def test_history_from_recorded_sacct() -> None:
     assert by_id["43"].tres["gres/gpu"] == "2"
     pending = by_id["42_[2-5%2]"]
     assert pending.nodes == "" and pending.state is JobState.PENDING
+
+
+RUN_DDP = "3f2c9a1e-6b7d-4e0a-9c51-2d8e7f4a1b60"
+RUN_HELD = "8a1d4e2f-0c3b-4f6a-b7e9-5d2c1a0f9e34"
+
+
+def test_history_asks_accounting_for_the_comment_that_names_the_run() -> None:
+    # Recorded after the jobs had left squeue: only accounting still knows which run each one was.
+    runner = RecordedRunner({"sacct": recorded("sacct_comment.txt")})
+    by_id = {j.job_id: j for j in CliBackend(runner=runner).history(["24", "25"])}
+    fields = next(a for a in runner.calls[0] if a.startswith("--format="))
+    assert "Comment" in fields.split("=", 1)[1].split(",")
+    assert by_id["24"].comment == f"hpcplat:{RUN_DDP}"
+    assert by_id["25"].comment == f"hpcplat:{RUN_HELD}"
+    # Output recorded before Comment was asked for still parses, without one.
+    old = {j.job_id: j for j in CliBackend(runner=RecordedRunner({"sacct": recorded("sacct.txt")})).history()}
+    assert old["43"].comment == "" and old["43"].gpus == 2
+
+
+def test_show_finds_the_run_of_a_job_only_accounting_knows() -> None:
+    from hpcplat.cli.jobs import find_jobs, info_dict
+
+    # squeue has forgotten the job (an empty answer); sacct's record names its run.
+    runner = RecordedRunner({"squeue": "", "sacct": recorded("sacct_comment.txt")})
+    data = info_dict(find_jobs(CliBackend(runner=runner), ["24"])["24"])
+    assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
+    assert data["run_id"] == RUN_DDP and data["state"] == "COMPLETED"
+    assert (data["gpus"], data["gpus_per_node"], data["num_nodes"]) == (4, 2, 2)
+
+
+def test_gpus_are_the_whole_jobs_in_queue_and_in_accounting() -> None:
+    # rec-ddp: 2 nodes x 2 GPUs (squeue's %b says gres:gpu:2, per node; sacct's AllocTRES 4, total).
+    # rec-held: 2 nodes x 1 GPU, cancelled before it started (no AllocTRES; its ReqTRES counts).
+    queued = {
+        j.job_id: j
+        for j in CliBackend(runner=RecordedRunner({"squeue": recorded("squeue_multinode.txt")})).jobs()
+    }
+    ended = {
+        j.job_id: j
+        for j in CliBackend(runner=RecordedRunner({"sacct": recorded("sacct_comment.txt")})).history()
+    }
+    assert "gres:gpu:2" in recorded("squeue_multinode.txt")
+    assert queued["24"].state is JobState.RUNNING and ended["24"].state is JobState.COMPLETED
+    assert queued["24"].gpus == ended["24"].gpus == 4
+    assert queued["24"].gpus_per_node == ended["24"].gpus_per_node == 2
+    assert queued["25"].state is JobState.PENDING and ended["25"].state is JobState.CANCELLED
+    assert queued["25"].gpus == ended["25"].gpus == 2
+    assert queued["25"].gpus_per_node == ended["25"].gpus_per_node == 1
 
 
 def test_finished_jobs_from_recorded_sacct_drop_stale_queue_reasons() -> None:
@@ -184,3 +233,36 @@ def test_key_values_of_a_job_record_keep_every_field() -> None:
         "JobId=5 JobName=x JobState=RUNNING Reason=None Dependency=(null) Requeue=1 BatchFlag=1"
     )
     assert kv["Reason"] == "None" and kv["Requeue"] == "1" and kv["BatchFlag"] == "1"
+
+
+@pytest.mark.parametrize("value", ["slurmrest", "CLI", "py-slurm"])
+def test_an_unknown_backend_is_refused_naming_the_allowed_ones(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPCPLAT_SLURM_BACKEND", value)
+    with pytest.raises(UsageError) as info:
+        get_client()
+    assert f"HPCPLAT_SLURM_BACKEND={value!r}" in str(info.value)
+    assert "auto, cli, pyslurm" in str(info.value)
+    with pytest.raises(UsageError, match="backend 'rest'"):
+        get_client(backend="rest")
+
+
+def test_an_unknown_backend_stops_a_command_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpcplat.cli.main import main
+
+    monkeypatch.setenv("HPCPLAT_SLURM_BACKEND", "slurmrest")
+    with pytest.raises(SystemExit) as info:
+        main(["jobs"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown Slurm backend" in err and "Traceback" not in err
+
+
+def test_cli_and_an_empty_setting_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPCPLAT_SLURM_BACKEND", "cli")
+    assert isinstance(get_client(), CliBackend)
+    monkeypatch.setenv("HPCPLAT_SLURM_BACKEND", "")  # empty: chosen automatically, as when unset
+    get_client()

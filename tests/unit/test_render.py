@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcplat import siteconfig
 from hpcplat.siteconfig import SiteConfig, from_data
 from hpcplat.spec import DatasetRef, Environment, JobSpec, Resources
 from hpcplat.submission.render import ArrayPart, render, sbatch_arg
@@ -18,6 +19,12 @@ from hpcplat.submission.render import ArrayPart, render, sbatch_arg
 GOLDEN = Path(__file__).parents[1] / "golden" / "submission"
 PYTHON = "/opt/hpcplat/bin/python"
 RUN_ID = "0b1b3683-26b6-40e5-8f20-30775a843a16"
+
+
+@pytest.fixture(autouse=True)
+def _user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden files do not depend on who runs the tests: the submitting user is alice."""
+    monkeypatch.setattr(siteconfig, "current_user", lambda: "alice")
 
 
 def site(**submission: object) -> SiteConfig:
@@ -170,7 +177,7 @@ def test_array_part() -> None:
     opts = directives(rendered("array"))
     assert "--array=0-498%8" in opts
     assert "--dependency=afterany:77" in opts
-    assert "--output=/shared/jobs/%A_%a.out" in opts
+    assert "--output=/shared/jobs/alice/%A_%a.out" in opts
     assert "$(( SLURM_ARRAY_TASK_ID + 1001 ))" in rendered("array")
 
 

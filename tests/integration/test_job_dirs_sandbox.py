@@ -1,0 +1,67 @@
+"""On the sandbox: a job refuses a directory another user planted, before its program runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hpcplat.sandbox import Sandbox
+from hpcplat.siteconfig import SiteConfig
+from hpcplat.slurm.cli_backend import CliBackend
+from hpcplat.slurm.state import JobState
+from hpcplat.spec import JobSpec, Resources
+from hpcplat.submission import facts
+from hpcplat.submission.service import submit
+from hpcplat.watcher import Watcher
+from tests.fixtures.submission import sandbox_config
+from tests.fixtures.users import UnixUser
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "spool"))
+    facts.forget()
+    return dict(sandbox.env())
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="hpcplat-shared-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_job_refuses_a_checkpoint_directory_another_user_planted(
+    env: dict[str, str], tmp_path: Path, shared: Path, unix_users: dict[str, UnixUser]
+) -> None:
+    mallory = unix_users["mallory"]
+    planted = shared / "checkpoints"
+    assert mallory.run(["mkdir", "-m", "0755", str(planted)]).returncode == 0
+    client = CliBackend(env=env)
+    config: SiteConfig = sandbox_config(env, tmp_path)
+    evidence = tmp_path / "program-ran"
+    spec = JobSpec(
+        command=("touch", str(evidence)),
+        name="planted-checkpoint-dir",
+        resources=Resources(time_limit_min=2),
+        checkpoint_dir=str(planted),
+    )
+    job = submit(spec, client=client, config=config, cwd=str(tmp_path))
+    final = Watcher(client, min_interval=0.5, max_interval=2).wait([job.job_id], timeout=120)[job.job_id]
+    assert final is not None and final.state is JobState.FAILED
+    log = Path(job.output_path).read_text()
+    assert f"refusing {planted}" in log and "another user's" in log, log
+    assert not evidence.exists()
+    # The job's own directories are private to the user.
+    assert stat.S_IMODE(os.stat(job.job_dir).st_mode) == 0o700
+    assert stat.S_IMODE(config.job_root_path().stat().st_mode) == 0o700
