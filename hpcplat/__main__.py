@@ -1,5 +1,7 @@
 """``python -m hpcplat`` is the ``hpcplat`` command."""
 
+import sys
+
 from hpcplat.cli.main import main
 
-main()
+sys.exit(main())

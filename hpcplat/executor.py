@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import cloudpickle
 from submitit.core import core
-from submitit.core.utils import DelayedSubmission
+from submitit.core.utils import DelayedSubmission, FailedJobError, JobPaths, UncompletedJobError
 
 from hpcplat.errors import HpcplatError, UsageError
 from hpcplat.slurm.state import JobState
@@ -216,10 +216,14 @@ class Job(core.Job[R]):
         super().__init__(folder, job_id, tasks)
         self.log_path = log_path
         self.run_id = run_id
+        if log_path is not None:
+            self._paths = _JobPaths(folder, job_id=job_id, task_id=self.task_id, log=log_path)
         for sub in self._sub_jobs:
             if isinstance(sub, Job):
                 sub.log_path = log_path
                 sub.run_id = run_id
+                if log_path is not None:
+                    sub._paths = _JobPaths(folder, job_id=job_id, task_id=sub.task_id, log=log_path)
 
     @property
     def status(self) -> JobState:
@@ -237,6 +241,26 @@ class Job(core.Job[R]):
                 raise
             log.warning("cancelling job %s failed", self.job_id, exc_info=True)
 
+    def exception(self) -> UncompletedJobError | FailedJobError | None:
+        """submitit's, with the message naming the job's real log (submitit's names per-task
+        ``*_log.err`` files hpcplat jobs do not write, and advises ``job.stderr(0)``, which takes no
+        argument)."""
+        if self.log_path is None or self._sub_jobs:
+            return super().exception()
+        self.wait()
+        try:
+            outcome, trace = self._get_outcome_and_result()
+        except UncompletedJobError as exc:
+            return exc
+        if outcome != "error":
+            return None
+        return FailedJobError(
+            f"Job {self.job_id} (task={self.task_id}) failed during processing with trace:\n"
+            f"----------------------\n{trace}\n----------------------\n"
+            "The job's full log (stdout and stderr of every task, with this traceback) is read by "
+            f"job.stderr(), or at:\n  - {self.log_path}"
+        )
+
     def _get_logs_string(self, name: str) -> str | None:
         """hpcplat jobs write stdout and stderr of every task to one log (``<job_root>/<id>.out``):
         ``stdout()`` and ``stderr()`` both return it."""
@@ -251,6 +275,23 @@ class Job(core.Job[R]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}<job_id={self.job_id}, task_id={self.task_id}, run_id={self.run_id}>"
+
+
+class _JobPaths(JobPaths):
+    """submitit's paths, with stdout and stderr both the job's one log (``<job_root>/<id>.out``),
+    so that submitit's own messages name a file that exists."""
+
+    def __init__(self, folder: Path | str, *, job_id: str, task_id: int | None, log: str) -> None:
+        super().__init__(folder, job_id=job_id, task_id=task_id)
+        self._log = Path(log)
+
+    @property
+    def stderr(self) -> Path:
+        return self._log
+
+    @property
+    def stdout(self) -> Path:
+        return self._log
 
 
 # -- parameters ---------------------------------------------------------------------------------

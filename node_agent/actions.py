@@ -24,7 +24,7 @@ from hpcplat.slurm.state import JobState
 from node_agent.events import EventKind, EventRecorder, Owner
 from node_agent.policy.health import NodeDecision, NodeStep
 from node_agent.policy.idle import IdleDecision, IdleStep
-from node_agent.policy.orphans import OrphanCandidate
+from node_agent.policy.orphans import Daemons, OrphanCandidate
 from node_agent.procs import ProcessTable
 from node_agent.slurm_view import JobDetail, JobGone, SlurmView
 
@@ -57,8 +57,10 @@ class Actuator:
         runner: Runner = run,
         timeout: float = 10.0,
         kill_wait_s: float = 10.0,
+        daemons: Daemons | None = None,
     ) -> None:
         self.node = node
+        self.daemons = daemons
         self.view = view
         self.client = client
         self.recorder = recorder
@@ -187,6 +189,10 @@ class Actuator:
         if current is None or current.start_ticks != candidate.start_ticks:
             os.close(pidfd)
             return True  # it exited (and the PID may be reused): nothing to do
+        if self.daemons is not None and self.daemons.is_daemon(candidate.pid):
+            os.close(pidfd)  # it may have exec'd a daemon's binary since the scan
+            log.error("process %d is a system daemon now; left alone", candidate.pid)
+            return False
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGTERM)
         except ProcessLookupError:

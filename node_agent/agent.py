@@ -2,9 +2,10 @@
 
 One cycle every ``interval_s``:
 
-1. scan ``/proc`` (CPU ticks, RSS, each process's Slurm job);
-2. ask Slurm for the node's jobs when due (``slurm_poll_s``) or when the set of jobs with processes
-   on the node changed; a failure means "unknown", never "no jobs";
+1. scan ``/proc`` (CPU ticks, RSS, the job each process's environment claims, its cgroup);
+2. ask Slurm for the node's jobs when due (``slurm_poll_s``) or when the set of jobs claimed by
+   processes on the node changed; a failure means "unknown", never "no jobs"; then apply Slurm's
+   own count of each job's processes (:mod:`node_agent.membership`) and report false claims;
 3. read the GPUs (the backend turns failures into data);
 4. attribute each GPU to the job holding it, or mark it free or uncertain;
 5. add the samples to the per-job usage windows (spooled for the catalog) and publish metrics;
@@ -32,6 +33,7 @@ from node_agent.attribution import GpuAttribution, Holding, attribute
 from node_agent.config import AgentConfig, BackendChoice
 from node_agent.events import AgentEvent, EventKind, EventRecorder, Owner
 from node_agent.gpu.backend import GpuBackend, GpuBackendError, NodeReading, ReadHint
+from node_agent.membership import Membership
 from node_agent.metrics import GpuRow, MetricsServer, Snapshot, SnapshotCollector
 from node_agent.policy.health import HealthMonitor, NodeDecision, Verdict
 from node_agent.policy.idle import IdleReclaim, IdleStep
@@ -77,8 +79,9 @@ class Agent:
         self.node = node
         self.backend_choice = backend_choice or config.backend
         self.act = act and not config.observe_only
-        self.procs = ProcessTable()
+        self.procs = ProcessTable(node=node)
         self.view = SlurmView(node, runner=runner, timeout=config.slurm_timeout_s, env=slurm_env)
+        self.membership = Membership(node, self.view)
         self._client = client
         self._runner = runner
         self.spool = Spool(os.path.join(config.spool_dir, node))
@@ -133,6 +136,7 @@ class Agent:
                 runner=self._runner,
                 timeout=self.config.slurm_timeout_s,
                 kill_wait_s=self.config.orphans.kill_wait_s,
+                daemons=self.reaper.daemons,
             )
         return self._actuator
 
@@ -148,7 +152,11 @@ class Agent:
         self._open_backend()
         port = self.config.metrics_port if metrics_port is None else metrics_port
         if port:
-            self.metrics = MetricsServer(self.collector)
+            self.metrics = MetricsServer(
+                self.collector,
+                max_connections=self.config.metrics_max_connections,
+                client_timeout_s=self.config.metrics_timeout_s,
+            )
             try:
                 bound = self.metrics.start(self.config.metrics_address, port)
                 log.info("metrics on http://%s:%d/metrics", self.config.metrics_address, bound)
@@ -223,7 +231,7 @@ class Agent:
     def _poll_slurm(self, procs: ProcSnapshot, force: bool) -> tuple[NodeJobs | None, bool]:
         """(the node's jobs or None, whether Slurm was asked this cycle)."""
         now = time.monotonic()
-        local = procs.jobs_on(self.node)
+        local = procs.claimed_jobs(self.node)
         if self._poll_failures and now < self._poll_due:
             return None, False  # backing off after a failure
         changed = self._jobs_local is not None and local != self._jobs_local
@@ -270,7 +278,7 @@ class Agent:
             )
 
     def owner(self, job: JobDetail, procs: ProcSnapshot) -> Owner:
-        job_dir = next((p.env.job_dir for p in procs.of_job(job.job_id, self.node) if p.env.job_dir), "")
+        job_dir = next((p.env.job_dir for p in procs.of_job(job.job_id) if p.env.job_dir), "")
         return Owner(uid=job.uid, stdout_path=job.stdout_path, job_dir=job_dir or "")
 
     def _job_utils(self, job: JobDetail, attributions: list[GpuAttribution]) -> list[float] | None:
@@ -342,12 +350,15 @@ class Agent:
         procs = self.procs.scan()
         orphan_scan = self.config.orphans.enabled and started >= self._orphan_due
         jobs, fresh = self._poll_slurm(procs, force=orphan_scan)
+        procs, mismatches = self.membership.apply(procs, jobs.ids if jobs else None, refresh=fresh)
+        for mismatch in mismatches:
+            self.recorder.event(EventKind.POLICY, "false_job_claim", mismatch.reason, job_id=mismatch.actual)
         reading = self._read(jobs, procs, orphan_scan)
         attributions = attribute(reading, jobs, procs, self.node)
         self.usage.observe(attributions)
         if jobs is not None:
             self._idle(at, jobs, attributions, procs)
-        if orphan_scan and fresh and jobs is not None:
+        if orphan_scan and fresh and jobs is not None and procs.slurm_jobs is not None:
             self._orphan_due = started + self.config.orphans.scan_interval_s
             if self.act:
                 self._orphans(at, jobs, reading, procs)

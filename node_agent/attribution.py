@@ -4,9 +4,13 @@ The holder of a GPU comes from Slurm's GRES allocation (``IDX`` in ``scontrol sh
 is checked against the processes running on the GPU. A GPU is attributed to job J only when:
 
 1. Slurm answered this cycle's poll (or a recent one) and exactly one job holds the GPU's index;
-2. J still has a process on this node (its ``SLURM_JOB_ID`` in ``/proc/<pid>/environ``): a job
-   that ended between two samples is dropped, not sampled as idle;
+2. J still has a process on this node, as Slurm counts them (the job's cgroup or
+   ``scontrol listpids``, see :mod:`node_agent.membership`): a job that ended between two samples
+   is dropped, not sampled as idle;
 3. no process of another running job is on the GPU, and every process's environment was readable.
+
+A process belongs to the job Slurm counts it in, never to the one its ``SLURM_JOB_ID`` claims (a
+user can export any job's id); a process on a GPU that Slurm counts in no running job is a stray.
 
 Anything else is ``UNCERTAIN`` with the reason; the policies never act on it. MIG slices (index -1)
 have no GRES index the agent can map with certainty, so they are attributed only when every
@@ -60,8 +64,9 @@ def _process_jobs(
         if not info.env.readable:
             readable = False
             continue
-        if info.env.job_id is not None and info.env.job_id in running:
-            jobs.add(info.env.job_id)
+        job = procs.job_of(info.pid)
+        if job is not None and job in running:
+            jobs.add(job)
         else:
             stray.append(info.pid)
     return jobs, stray, readable
@@ -74,7 +79,7 @@ def attribute(
     out: list[GpuAttribution] = []
     running = jobs.ids if jobs is not None else set()
     holders = jobs.holders() if jobs is not None else {}
-    alive = procs.jobs_on(node)
+    alive = procs.jobs()
     for gpu in reading.gpus:
         sample = reading.sample_of(gpu.uuid)
         proc_jobs, stray, readable = _process_jobs(sample, procs, running)
@@ -82,6 +87,13 @@ def attribute(
         if jobs is None:
             out.append(
                 GpuAttribution(gpu, sample, Holding.UNCERTAIN, reason="Slurm did not answer", stray_pids=())
+            )
+            continue
+        if procs.slurm_jobs is None:
+            out.append(
+                GpuAttribution(
+                    gpu, sample, Holding.UNCERTAIN, reason="Slurm's count of the node's processes is unknown"
+                )
             )
             continue
         if not readable:

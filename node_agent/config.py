@@ -13,7 +13,10 @@ Idle-reclaim settings can be overridden per tier and per partition::
     [node_agent.partitions.debug.idle]
     enabled = false
 
-A partition override wins over a tier override, which wins over ``[node_agent.idle]``.
+A partition override wins over a tier override, which wins over ``[node_agent.idle]``. An
+``act_after_s`` set without ``warn_after_s`` keeps the inherited warnings at the same fractions of
+``act_after_s`` (the defaults warn at 1/2 and 7/8 of it); an explicit ``warn_after_s`` is taken
+as written and must come before ``act_after_s``.
 """
 
 from __future__ import annotations
@@ -133,7 +136,13 @@ class AgentConfig:
     dry_run: bool = False
     metrics_port: int = 9810
     """0 turns the Prometheus endpoint off."""
-    metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes every node from outside
+    metrics_address: str = "127.0.0.1"
+    """The address /metrics listens on: loopback by default; set the node's management address
+    for a Prometheus elsewhere (an IP address, never a name)."""
+    metrics_max_connections: int = 32
+    """Connections served at once; the oldest is closed to make room for a new one."""
+    metrics_timeout_s: float = 5.0
+    """A client has this long in all to send its request and read the answer."""
     spool_dir: str = DEFAULT_SPOOL_DIR
     flush_interval_s: float = 60.0
     report_window_s: float = 300.0
@@ -289,10 +298,16 @@ class _Reader:
 
 def _idle(table: Mapping[str, Any], where: str, source: str, base: IdlePolicy) -> IdlePolicy:
     r = _Reader(table, where, source)
+    act_after_s = r.number("act_after_s", base.act_after_s, lo=1.0)
+    # An act_after_s set without warn_after_s moves the inherited warnings with it, at the same
+    # fractions of act_after_s (60 and 105 of 120 minutes become 30 and 52.5 of 60).
+    inherited = base.warn_after_s
+    if act_after_s != base.act_after_s:
+        inherited = tuple(w * act_after_s / base.act_after_s for w in base.warn_after_s)
     policy = IdlePolicy(
         enabled=r.boolean("enabled", base.enabled),
-        warn_after_s=r.numbers("warn_after_s", base.warn_after_s, lo=0.0),
-        act_after_s=r.number("act_after_s", base.act_after_s, lo=1.0),
+        warn_after_s=r.numbers("warn_after_s", inherited, lo=0.0),
+        act_after_s=act_after_s,
         requeue_grace_s=r.number("requeue_grace_s", base.requeue_grace_s, lo=0.0),
         exempt_interactive=r.boolean("exempt_interactive", base.exempt_interactive),
         interactive_names=r.strings("interactive_names", base.interactive_names),
@@ -408,6 +423,20 @@ def _overrides(table: Mapping[str, Any], where: str, source: str, base: IdlePoli
     return out
 
 
+def _metrics_address(r: _Reader, default: str) -> str:
+    import ipaddress
+
+    value = r.string("metrics_address", default)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise r.fail(
+            "metrics_address",
+            f"must be an IP address (127.0.0.1, or the node's management address), got {value!r}",
+        ) from None
+    return value
+
+
 def from_mapping(document: Mapping[str, Any], *, source: str = "(config)") -> AgentConfig:
     """Build a validated :class:`AgentConfig` from a whole site-configuration document."""
     section = document.get("node_agent", {})
@@ -424,7 +453,12 @@ def from_mapping(document: Mapping[str, Any], *, source: str = "(config)") -> Ag
         ),
         dry_run=r.boolean("dry_run", base.dry_run),
         metrics_port=r.integer("metrics_port", base.metrics_port, lo=0, hi=65535) or 0,
-        metrics_address=r.string("metrics_address", base.metrics_address),
+        metrics_address=_metrics_address(r, base.metrics_address),
+        metrics_max_connections=r.integer(
+            "metrics_max_connections", base.metrics_max_connections, lo=1, hi=1024
+        )
+        or base.metrics_max_connections,
+        metrics_timeout_s=r.number("metrics_timeout_s", base.metrics_timeout_s, lo=0.1, hi=60.0),
         spool_dir=r.string("spool_dir", base.spool_dir),
         flush_interval_s=r.number("flush_interval_s", base.flush_interval_s, lo=1.0, hi=86400.0),
         report_window_s=r.number("report_window_s", base.report_window_s, lo=interval, hi=86400.0),

@@ -8,10 +8,17 @@ or its holder uncertain), ``backend`` (``nvml`` or ``emulated``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 GPU_LABELS = ["node", "gpu", "uuid", "job", "user", "backend"]
 
@@ -148,23 +155,79 @@ class SnapshotCollector:
         yield actions
 
 
-class MetricsServer:
-    """``/metrics`` over HTTP with prometheus_client, on its own registry."""
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_CLIENT_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 8192
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+}
 
-    def __init__(self, collector: SnapshotCollector) -> None:
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    deadline: float
+    received: bytearray = field(default_factory=bytearray)
+    outgoing: memoryview | None = None
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP on its own registry, hardened for a root daemon on a shared node.
+
+    One thread serves every connection without blocking (``selectors``): a client that connects
+    and sends nothing costs a file descriptor, not a thread. At most ``max_connections`` are open
+    at once (the oldest is closed to make room for a new one, so a flood of idle connections cannot
+    lock a scraper out); each has ``client_timeout_s`` in all to send its request and read the
+    answer. Only ``GET`` and ``HEAD`` of ``/metrics`` are answered (other methods 405, other paths
+    404); one request per connection.
+    """
+
+    def __init__(
+        self,
+        collector: SnapshotCollector,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        self._server: Any = None
+        self.max_connections = max(1, max_connections)
+        self.client_timeout_s = client_timeout_s
         self.port = 0
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
 
     def start(self, address: str, port: int) -> int:
-        from prometheus_client import start_http_server
-
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
-        self._server = server
-        self.port = int(server.server_address[1])
+        """Listen on ``address:port`` (port 0: any free one) and serve; returns the port."""
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(max(self.max_connections, 64))
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = int(listener.getsockname()[1])
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, name="metrics-http", daemon=True)
+        self._thread.start()
         return self.port
 
     def render(self) -> str:
@@ -173,7 +236,148 @@ class MetricsServer:
         return generate_latest(self.registry).decode("utf-8")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._thread is None:
+            return
+        self._stop.set()
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
+        self._thread.join(timeout=10)
+        self._thread = None
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._listener = self._wake_r = self._wake_w = None
+
+    # --- the serving thread -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        assert self._listener is not None and self._wake_r is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ, "listen")
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        conns: dict[int, _Connection] = {}  # insertion order: oldest first
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for fd, expiring in list(conns.items()):
+                    if now >= expiring.deadline:
+                        self._close(selector, conns, fd)
+                timeout = min((c.deadline for c in conns.values()), default=now + 1.0) - now
+                for key, events in selector.select(max(0.0, min(timeout, 1.0))):
+                    if key.data == "wake":
+                        continue
+                    if key.data == "listen":
+                        self._accept(selector, conns)
+                        continue
+                    fd = key.fd
+                    conn = conns.get(fd)
+                    if conn is None:
+                        continue
+                    try:
+                        if events & selectors.EVENT_READ and conn.outgoing is None:
+                            self._read(selector, conns, fd, conn)
+                        elif events & selectors.EVENT_WRITE and conn.outgoing is not None:
+                            self._write(selector, conns, fd, conn)
+                    except OSError:
+                        self._close(selector, conns, fd)
+        finally:
+            for fd in list(conns):
+                self._close(selector, conns, fd)
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector, conns: dict[int, _Connection]) -> None:
+        assert self._listener is not None
+        for _ in range(self.max_connections):
+            try:
+                sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: try again next round
+                log.warning("metrics: accept failed: %s", exc)
+                return
+            while len(conns) >= self.max_connections:
+                self._close(selector, conns, next(iter(conns)))  # the oldest makes room
+            sock.setblocking(False)
+            conn = _Connection(sock, time.monotonic() + self.client_timeout_s)
+            conns[sock.fileno()] = conn
+            selector.register(sock, selectors.EVENT_READ)
+
+    def _read(
+        self, selector: selectors.BaseSelector, conns: dict[int, _Connection], fd: int, conn: _Connection
+    ) -> None:
+        try:
+            data = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._close(selector, conns, fd)
+            return
+        conn.received += data
+        end = conn.received.find(b"\r\n\r\n")
+        if end < 0:
+            end = conn.received.find(b"\n\n")
+        if end < 0:
+            if len(conn.received) > MAX_REQUEST_BYTES:
+                self._respond(selector, conn, (431, b"request too large\n", True, {}))
+            return
+        self._respond(selector, conn, self._answer(bytes(conn.received[:end])))
+
+    def _answer(self, head: bytes) -> tuple[int, bytes, bool, dict[str, str]]:
+        """(status, body, whether to send the body, extra headers) for a request head."""
+        parts = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return 400, b"bad request\n", True, {}
+        method, target = parts[0], parts[1]
+        path = target.split(b"?", 1)[0]
+        if path != b"/metrics":
+            return 404, b"not found: only /metrics is served\n", method != b"HEAD", {}
+        if method not in (b"GET", b"HEAD"):
+            return 405, b"method not allowed: use GET\n", True, {"Allow": "GET, HEAD"}
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(self.registry)
+        return 200, body, method == b"GET", {"Content-Type": CONTENT_TYPE_LATEST}
+
+    def _respond(
+        self,
+        selector: selectors.BaseSelector,
+        conn: _Connection,
+        answer: tuple[int, bytes, bool, dict[str, str]],
+    ) -> None:
+        status, body, send_body, headers = answer
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}"]
+        fields = {"Content-Type": "text/plain; charset=utf-8", **headers}
+        fields["Content-Length"] = str(len(body))
+        fields["Connection"] = "close"
+        lines += [f"{k}: {v}" for k, v in fields.items()]
+        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body if send_body else b"")
+        conn.outgoing = memoryview(payload)
+        selector.modify(conn.sock, selectors.EVENT_WRITE)
+
+    def _write(
+        self, selector: selectors.BaseSelector, conns: dict[int, _Connection], fd: int, conn: _Connection
+    ) -> None:
+        assert conn.outgoing is not None
+        try:
+            sent = conn.sock.send(conn.outgoing)
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.outgoing = conn.outgoing[sent:]
+        if not conn.outgoing:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+                # what the client sent beyond the head (a POST body): read, so that closing does
+                # not reset the connection before the client has read the answer
+                while conn.sock.recv(65536):
+                    pass
+            self._close(selector, conns, fd)
+
+    @staticmethod
+    def _close(selector: selectors.BaseSelector, conns: dict[int, _Connection], fd: int) -> None:
+        conn = conns.pop(fd, None)
+        if conn is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        conn.sock.close()

@@ -8,14 +8,20 @@ each scan costs one ``stat`` read per process.
 ``SLURMD_NODENAME`` tells which Slurm node a job process belongs to: on a real cluster there is one
 node per host, but the sandbox runs several slurmd on one host, and the agent of node ``n1`` must
 not take ``n2``'s processes for its own.
+
+The environment is the process's own word, which its user controls: it is a *claim*. Which job a
+process really belongs to is Slurm's own accounting (:attr:`ProcSnapshot.slurm_jobs`, filled by
+:mod:`node_agent.membership` from the job's cgroup or ``scontrol listpids``); the claims serve
+only as a last resort, for jobs Slurm no longer tracks (what a finished job left behind).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -47,13 +53,16 @@ class ProcInfo:
     """utime + stime."""
     rss_kb: int
     env: ProcEnv
+    cgroup_job: str | None = None
+    """The Slurm job whose cgroup holds the process (``/proc/<pid>/cgroup``), when Slurm uses cgroups."""
 
     @property
     def job_id(self) -> str | None:
+        """The job the process's environment claims (``SLURM_JOB_ID``): not proof of anything."""
         return self.env.job_id
 
     def on_node(self, node: str) -> bool:
-        """The process belongs to a Slurm job of ``node`` (by its ``SLURMD_NODENAME``)."""
+        """The environment claims a Slurm job of ``node`` (by its ``SLURMD_NODENAME``)."""
         return self.env.job_id is not None and self.env.node == node
 
 
@@ -62,11 +71,29 @@ class ProcSnapshot:
     at: float
     """``CLOCK_BOOTTIME`` seconds of the scan: comparable with a process's start time."""
     procs: dict[int, ProcInfo]
+    slurm_jobs: Mapping[int, str] | None = None
+    """pid → job id of this node's job processes by Slurm's own accounting (the job's cgroup or
+    ``scontrol listpids``); ``None`` when Slurm's view could not be had."""
 
-    def of_job(self, job_id: str, node: str) -> list[ProcInfo]:
+    def job_of(self, pid: int) -> str | None:
+        """The job Slurm counts ``pid`` in, or ``None`` (not a job process, or not known)."""
+        return self.slurm_jobs.get(pid) if self.slurm_jobs is not None else None
+
+    def of_job(self, job_id: str) -> list[ProcInfo]:
+        """The job's processes on this node, by Slurm's accounting."""
+        jobs = self.slurm_jobs or {}
+        return [p for p in self.procs.values() if jobs.get(p.pid) == job_id]
+
+    def jobs(self) -> set[str]:
+        """The jobs with at least one process on this node, by Slurm's accounting."""
+        return {job for pid, job in (self.slurm_jobs or {}).items() if pid in self.procs}
+
+    def claiming(self, job_id: str, node: str) -> list[ProcInfo]:
+        """The processes whose environment claims ``job_id`` on ``node`` (a user can lie)."""
         return [p for p in self.procs.values() if p.env.job_id == job_id and p.env.node == node]
 
-    def jobs_on(self, node: str) -> set[str]:
+    def claimed_jobs(self, node: str) -> set[str]:
+        """The jobs claimed by the environments of processes on ``node`` (a user can lie)."""
         return {p.env.job_id for p in self.procs.values() if p.env.job_id is not None and p.env.node == node}
 
     def get(self, pid: int) -> ProcInfo | None:
@@ -92,6 +119,30 @@ def parse_stat(text: str) -> tuple[str, str, int, int, int, int]:
     return comm, state, ppid, utime + stime, start, rss
 
 
+_CGROUP_V1 = re.compile(r"^/slurm(?:_(?P<node>[^/]+))?/uid_\d+/job_(?P<job>\d+)(?:/|$)")
+_CGROUP_V2 = re.compile(r"^/system\.slice/(?:(?P<node>[^/]+)_)?slurmstepd\.scope/job_(?P<job>\d+)(?:/|$)")
+
+
+def parse_cgroup(text: str, node: str) -> str | None:
+    """The Slurm job whose cgroup holds a process, from ``/proc/<pid>/cgroup``, or ``None``.
+
+    Only Slurm's own hierarchies count, which only root can place a process in: cgroup v1
+    ``/slurm[_NODE]/uid_U/job_J/...`` and cgroup v2 ``/system.slice/[NODE_]slurmstepd.scope/job_J/...``
+    (a user's delegated cgroup v2 subtree lives under ``/user.slice`` and can be named anything).
+    A hierarchy named after another node (several slurmd on one host) is not this node's.
+    """
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        match = _CGROUP_V1.match(path) or _CGROUP_V2.match(path)
+        if match is None:
+            continue
+        owner = match.group("node")
+        if owner is not None and owner != node:
+            return None
+        return match.group("job")
+    return None
+
+
 def parse_environ(data: bytes) -> ProcEnv:
     found: dict[bytes, str] = {}
     for entry in data.split(b"\0"):
@@ -109,10 +160,13 @@ def parse_environ(data: bytes) -> ProcEnv:
 class ProcessTable:
     """Scans ``/proc``; keeps each process's parsed environment until the process goes."""
 
-    def __init__(self, root: str = "/proc") -> None:
+    def __init__(self, root: str = "/proc", *, node: str = "") -> None:
         self.root = root
+        self.node = node
+        """This Slurm node's name: a cgroup of another node's slurmd is not this node's job."""
         self._env: dict[tuple[int, int], ProcEnv] = {}
         self._uid: dict[tuple[int, int], int] = {}
+        self._cgroup: dict[tuple[int, int], str | None] = {}
 
     def _pids(self) -> Iterator[int]:
         try:
@@ -133,6 +187,13 @@ class ProcessTable:
         except OSError:
             return ProcEnv(None, None, None, readable=False)
 
+    def _read_cgroup(self, pid: int) -> str | None:
+        try:
+            with open(f"{self.root}/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+                return parse_cgroup(handle.read(), self.node)
+        except OSError:
+            return None
+
     def read(self, pid: int) -> ProcInfo | None:
         """One process, or ``None`` when it is gone (or is a kernel thread without a stat)."""
         try:
@@ -152,7 +213,11 @@ class ProcessTable:
             except OSError:
                 return None
             self._uid[key] = uid
-        return ProcInfo(pid, ppid, start, uid, comm, state, cpu, rss * PAGE_KB, env)
+        if key in self._cgroup:
+            cgroup_job = self._cgroup[key]
+        else:
+            cgroup_job = self._cgroup[key] = self._read_cgroup(pid)
+        return ProcInfo(pid, ppid, start, uid, comm, state, cpu, rss * PAGE_KB, env, cgroup_job)
 
     def scan(self) -> ProcSnapshot:
         now = boot_time()
@@ -165,6 +230,7 @@ class ProcessTable:
         for key in [k for k in self._env if k not in live]:
             del self._env[key]
             self._uid.pop(key, None)
+            self._cgroup.pop(key, None)
         return ProcSnapshot(at=now, procs=procs)
 
     def holders_of(self, paths: Iterable[str], pids: Iterable[int]) -> dict[str, set[int]]:
@@ -190,6 +256,40 @@ class ProcessTable:
 def boot_time() -> float:
     """Seconds since boot (``CLOCK_BOOTTIME``), the clock of ``/proc/<pid>/stat`` start times."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def identity(pid: int, root: str = "/proc") -> tuple[str, tuple[int, ...]] | None:
+    """``(executable, uids)`` of a process, read now; ``None`` when it is gone or unreadable.
+
+    The executable is ``/proc/<pid>/exe`` resolved (a path only whoever could write there chose;
+    `` (deleted)`` is dropped, as after a package upgrade); the uids are the real, effective,
+    saved and filesystem uids of ``/proc/<pid>/status`` (the owner of ``/proc/<pid>`` is not used:
+    a process can make it root by turning itself non-dumpable).
+    """
+    try:
+        exe = os.readlink(f"{root}/{pid}/exe")
+        with open(f"{root}/{pid}/status", encoding="utf-8", errors="replace") as handle:
+            status = handle.read()
+    except OSError:
+        return None
+    exe = exe.removesuffix(" (deleted)")
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            try:
+                return exe, tuple(int(v) for v in line.split()[1:])
+            except ValueError:
+                return None
+    return None
+
+
+def still_running(pid: int, start_ticks: int, root: str = "/proc") -> bool:
+    """The process ``(pid, start_ticks)`` has not exited (and its pid was not reused)."""
+    try:
+        with open(f"{root}/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            _comm, state, _ppid, _cpu, start, _rss = parse_stat(handle.read())
+    except (OSError, ValueError, IndexError):
+        return False
+    return start == start_ticks and state not in ("Z", "X")
 
 
 def ancestors(pid: int, snapshot: ProcSnapshot) -> set[int]:

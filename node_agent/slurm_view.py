@@ -282,6 +282,21 @@ class SlurmView:
             return JOB_GONE
         return parse_job_detail(text)
 
+    def listpids(self) -> dict[int, str] | None:
+        """pid → job id of every process slurmstepd tracks for this node's jobs, or ``None``.
+
+        ``scontrol listpids '*' NODE`` asks the node's slurmstepds over their local sockets
+        (no slurmctld RPC); the node name matters where several slurmd share one host.
+        """
+        try:
+            text = self._call(["scontrol", "listpids", "*", self.node])
+        except CommandError as exc:
+            if "No job steps exist on this node" in f"{exc.stderr or ''} {exc.message}":
+                return {}
+            self._failed("scontrol listpids", exc)
+            return None
+        return parse_listpids(text)
+
     def node_view(self) -> NodeView | None:
         try:
             text = self._call(["scontrol", "-o", "show", "node", self.node])
@@ -289,6 +304,23 @@ class SlurmView:
             self._failed("scontrol show node", exc)
             return None
         return parse_node_line(text, self.node)
+
+
+def parse_listpids(text: str) -> dict[int, str]:
+    """``scontrol listpids`` output (``PID JOBID STEPID LOCALID GLOBALID``) as pid → job id.
+
+    An array task is listed under its own job id; a heterogeneous job component as ``J+C``,
+    counted as job ``J``.
+    """
+    out: dict[int, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].isdigit():
+            continue  # the header, or anything unexpected
+        job = parts[1].split("+", 1)[0].split("_", 1)[0]
+        if job.isdigit():
+            out[int(parts[0])] = job
+    return out
 
 
 def parse_node_line(text: str, node: str) -> NodeView | None:

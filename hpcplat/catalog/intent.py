@@ -27,3 +27,6 @@ class RunIntent:
     sbatch_script: str = ""
     slurm_request: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    """The run's id when the submitter chose it (a UUID), so that ``sbatch_script`` can carry it;
+    ``None``: the catalog assigns one."""

@@ -122,13 +122,14 @@ class Catalog:
 
     def record_intent(self, intent: RunIntent) -> str:
         """Record a run about to be submitted (status SUBMITTING) with its provenance, params,
-        dataset versions, sbatch script and Slurm request; returns the new run id.
+        dataset versions, sbatch script and Slurm request; returns the run id (``intent.run_id``
+        when the submitter chose it, else a new one).
 
         The user must be allowed to use every dataset (their Unix groups), else :class:`UsageError`.
 
         Core inserts in one transaction (no ORM unit of work: this runs at every submit).
         """
-        run_id = str(uuid.uuid4())
+        run_id = str(uuid.UUID(intent.run_id)) if intent.run_id else str(uuid.uuid4())
         spec = _json_field(intent.spec, "spec")
         request = _json_field(intent.slurm_request, "slurm_request")
         params = _json_field(intent.params, "params")
@@ -412,7 +413,7 @@ class Catalog:
                 f"run reference {ref!r} is too short", hint="give at least 4 characters of the run id"
             )
         with self._read() as s:
-            matches = s.exec(select(Run.id).where(col(Run.id).startswith(ref)).limit(5)).all()
+            matches = s.exec(select(Run.id).where(col(Run.id).startswith(ref, autoescape=True)).limit(5)).all()
         if not matches:
             raise UsageError(f"no run {ref!r} in the catalog", hint="list runs with `hpcplat runs`")
         if len(matches) > 1:
@@ -561,7 +562,7 @@ def _run_of_job(s: Session, job_id: str) -> str | None:
     if "_" not in job_id:  # an array's base id: its tasks' attempts
         found = s.exec(
             select(Attempt.run_id)
-            .where(col(Attempt.job_id).like(f"{job_id}\\_%", escape="\\"))
+            .where(col(Attempt.job_id).startswith(f"{job_id}_", autoescape=True))
             .order_by(sa.desc(col(Attempt.id)))
             .limit(1)
         ).first()

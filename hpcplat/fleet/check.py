@@ -397,12 +397,9 @@ def check_host(
             skew = remote - (sent + back) / 2 if remote is not None and clock.ok else None
             result = session.run(facts_script(host), timeout=timeout)
     except HostSshError as exc:
-        return HostReport(
-            host.name,
-            host.address,
-            groups,
-            (Probe("ssh", Health.FAIL, str(exc), exc.kind),),
-        )
+        # One line: the cause (the report already names the host), then what to do.
+        detail = f"{exc.reason}; hint: {exc.hint}" if exc.hint else exc.reason
+        return HostReport(host.name, host.address, groups, (Probe("ssh", Health.FAIL, detail, exc.kind),))
     probes = [Probe("ssh", Health.OK, f"{host.user}@{host.address}:{host.port}")]
     probes.extend(evaluate(host, parse_facts(result.stdout), skew, view))
     return HostReport(host.name, host.address, groups, tuple(probes))

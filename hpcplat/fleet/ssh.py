@@ -53,6 +53,36 @@ DEFAULT_COMMAND_TIMEOUT_S = 60.0
 MAX_OUTPUT_BYTES = 1 << 20
 _PID_MARKER = "hpcplat-remote-pid:"
 _KILL_TIMEOUT_S = 5.0
+PARAMIKO_LOG_CHANNEL = "hpcplat.fleet.paramiko"
+"""Where paramiko's transport logs. It logs every failed handshake from its own thread as a
+twenty-line traceback at ERROR; the cause reaches the caller as one typed error, so its records
+here are lowered to DEBUG (shown with ``-vv``)."""
+
+
+class _ToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(PARAMIKO_LOG_CHANNEL).isEnabledFor(logging.DEBUG)
+
+
+def _quiet_paramiko(client: paramiko.SSHClient) -> None:
+    client.set_log_channel(PARAMIKO_LOG_CHANNEL)
+    channel = logging.getLogger(PARAMIKO_LOG_CHANNEL)
+    if not any(isinstance(f, _ToDebug) for f in channel.filters):
+        channel.addFilter(_ToDebug())
+
+
+def _closed_by_peer(exc: BaseException) -> bool:
+    """Whether the SSH handshake failed because the other side closed the connection (paramiko
+    raises ``SSHException("Error reading SSH protocol banner")`` from an ``EOFError``)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, EOFError | ConnectionResetError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def default_known_hosts() -> Path:
@@ -339,6 +369,7 @@ def connect(host: Host, options: SshOptions, known: KnownHosts | None = None) ->
         raise HostUnreachable(name, f"cannot reach {where}: {exc.strerror or exc}") from exc
 
     client = paramiko.SSHClient()
+    _quiet_paramiko(client)
     fired = threading.Event()
 
     def expire() -> None:
@@ -395,11 +426,19 @@ def connect(host: Host, options: SshOptions, known: KnownHosts | None = None) ->
     except (paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
         text = str(exc)
+        if not fired.is_set() and _closed_by_peer(exc):
+            took = limit - (deadline - time.monotonic())
+            raise SshProtocolError(
+                name,
+                f"{where} closed the connection during the SSH handshake (after {took:.1f} s)",
+                hint="something other than sshd may listen on that port, or sshd refused the "
+                "connection (MaxStartups, tcp wrappers); check the host's sshd log",
+            ) from exc
         if fired.is_set() or "banner" in text or isinstance(exc, TimeoutError):
             raise ConnectTimeout(
                 name,
                 f"{where} accepted the connection but the SSH handshake did not finish within {limit:g} s"
-                + (f" ({text})" if text else ""),
+                + (f" ({text})" if text and not fired.is_set() else ""),
                 hint="something other than sshd may listen on that port, or sshd is overloaded",
             ) from exc
         if "No authentication methods available" in text:

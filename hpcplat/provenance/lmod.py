@@ -47,11 +47,14 @@ def module_availability(
     modulepath: str | None = None,
     environ: Mapping[str, str] | None = None,
     runner: Runner = run,
+    init: str | None = None,
+    timeout: float = LMOD_TIMEOUT_S,
 ) -> dict[str, bool]:
-    """``{module: available}`` for each of ``modules`` under ``modulepath`` (default: $MODULEPATH)."""
+    """``{module: available}`` for each of ``modules`` under ``modulepath`` (default: $MODULEPATH),
+    with Lmod's init script ``init`` (default: found with :func:`find_lmod_init`)."""
     if not modules:
         return {}
-    init = find_lmod_init(environ)
+    init = init or find_lmod_init(environ)
     if init is None:
         raise LmodUnavailable(
             "Lmod is not installed on this machine: cannot check that the recorded modules exist",
@@ -62,7 +65,7 @@ def module_availability(
         env["MODULEPATH"] = modulepath
     result = runner(
         ["bash", "--noprofile", "--norc", "-c", _SCRIPT, "bash", init, *modules],
-        timeout=LMOD_TIMEOUT_S,
+        timeout=timeout,
         env=env,
         check=False,
     )

@@ -83,6 +83,11 @@ class SlurmClient(Protocol):
         """Every field Slurm's controller holds for one job (Requeue, Restarts, BatchFlag...)."""
         ...
 
+    def job_paths(self, job_id: str) -> dict[str, str]:
+        """``WorkDir``, ``StdOut``, ``StdErr``, ``StdIn`` of a job the controller still holds
+        (patterns expanded); ``{}`` when it no longer does."""
+        ...
+
     def nodes(self) -> list[NodeInfo]: ...
 
     def update_node(self, node: str, *, state: str, reason: str | None = None) -> None:
@@ -93,7 +98,10 @@ class SlurmClient(Protocol):
 
     def qos(self) -> list[QosInfo]: ...
 
-    def associations(self, *, user: str | None = None) -> list[Association]: ...
+    def associations(self, *, user: str | None = None, accounts: Sequence[str] = ()) -> list[Association]:
+        """Associations (``sacctmgr show associations``): ``user``'s only, or those of ``accounts``
+        (each account's own, with an empty ``user``, and its users')."""
+        ...
 
     def usage(
         self,
@@ -113,10 +121,22 @@ class SlurmClient(Protocol):
         ...
 
 
+BACKENDS = ("auto", "cli", "pyslurm")
+"""The values ``HPCPLAT_SLURM_BACKEND`` (or ``get_client(backend=...)``) may take."""
+
+
 def get_client(*, backend: str | None = None) -> SlurmClient:
     """The backend named by ``backend`` or ``HPCPLAT_SLURM_BACKEND`` (``cli``/``pyslurm``), else
     pyslurm when it imports and matches the running Slurm, else the CLI backend."""
-    choice = backend or os.environ.get("HPCPLAT_SLURM_BACKEND", "auto")
+    choice = backend or os.environ.get("HPCPLAT_SLURM_BACKEND") or "auto"
+    if choice not in BACKENDS:
+        from hpcplat.errors import UsageError
+
+        named = f"backend {choice!r}" if backend else f"HPCPLAT_SLURM_BACKEND={choice!r}"
+        raise UsageError(
+            f"unknown Slurm backend: {named}; allowed: {', '.join(BACKENDS)}",
+            hint="set HPCPLAT_SLURM_BACKEND to cli or pyslurm, or unset it to choose automatically",
+        )
     if choice in ("auto", "pyslurm"):
         from hpcplat.slurm import pyslurm_backend
 

@@ -107,6 +107,7 @@ class PyslurmBackend(CliBackend):
                     start_time=_ts(job.start_time),
                     end_time=_ts(job.end_time),
                     work_dir=job.working_directory or "",
+                    stdout_path=getattr(job, "standard_output", None) or "",
                     comment=job.comment or "",
                 )
             )

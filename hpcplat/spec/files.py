@@ -41,14 +41,19 @@ class Document:
             path = path[:cut]
         return self.lines.get(path)
 
-    def error(self, problems: list[Problem] | tuple[Problem, ...], *, prefix: str = "") -> UsageError:
-        """One error listing every problem as ``file:line: field: message``."""
+    def locate(self, problems: list[Problem] | tuple[Problem, ...], *, prefix: str = "") -> list[str]:
+        """Each problem as ``file:line: field: message``."""
         located = []
         for p in problems:
             full = f"{prefix}{p.field}" if p.field else prefix.rstrip(".")
             line = self.line_of(full) if full else None
             where = f"{self.path}:{line}" if line else self.path
             located.append(f"{where}: {full}: {p.message}" if full else f"{where}: {p.message}")
+        return located
+
+    def error(self, problems: list[Problem] | tuple[Problem, ...], *, prefix: str = "") -> UsageError:
+        """One error listing every problem as ``file:line: field: message``."""
+        located = self.locate(problems, prefix=prefix)
         if len(located) == 1:
             message = f"invalid spec file: {located[0]}"
         else:
@@ -110,11 +115,23 @@ def load_spec_file(path: str | Path, *, overrides: Mapping[str, Any] | None = No
     return _build_with(doc, data)
 
 
+class SpecFileError(UsageError):
+    """A spec file whose fields are invalid: the located problems (``file:line: field: message``)
+    and the :class:`SpecError` they came from (its ``partial`` spec lets the cluster checks run on
+    the rest of the file)."""
+
+    def __init__(self, error: UsageError, located: list[str], spec_error: SpecError) -> None:
+        super().__init__(error.message, hint=error.hint)
+        self.located = located
+        self.spec_error = spec_error
+
+
 def _build_with(doc: Document, data: Mapping[str, Any]) -> JobSpec:
     try:
         return JobSpec.from_dict(data)
     except SpecError as exc:
-        raise doc.error(exc.problems) from None
+        error = doc.error(exc.problems)
+        raise SpecFileError(error, doc.locate(exc.problems), exc) from None
 
 
 # -- YAML ---------------------------------------------------------------------------------------

@@ -57,10 +57,19 @@ class SpecError(UsageError):
     """A job spec is not valid. ``problems`` says which fields and why."""
 
     def __init__(
-        self, problems: Sequence[Problem], *, source: str | None = None, hint: str | None = None
+        self,
+        problems: Sequence[Problem],
+        *,
+        source: str | None = None,
+        hint: str | None = None,
+        partial: JobSpec | None = None,
     ) -> None:
         self.problems = tuple(problems)
         self.source = source
+        self.partial = partial
+        """The spec with every field named in ``problems`` left at its default (set by
+        :meth:`JobSpec.from_dict` where it can be built), so that the checks that need the cluster
+        can still judge the rest of the request and report everything at once."""
         where = f" in {source}" if source else ""
         if len(self.problems) == 1:
             message = f"invalid job spec{where}: {self.problems[0]}"
@@ -504,7 +513,7 @@ def _mapping(problems: _Problems, path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
-def _from_dict(cls: type[JobSpec], data: Mapping[str, Any]) -> JobSpec:
+def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = True) -> JobSpec:
     problems = _Problems()
     if not isinstance(data, Mapping):
         raise SpecError([Problem("", f"a job spec must be a mapping of fields, got {type(data).__name__}")])
@@ -622,7 +631,48 @@ def _from_dict(cls: type[JobSpec], data: Mapping[str, Any]) -> JobSpec:
     except SpecError as exc:
         known = {(p.field, p.message) for p in all_problems}
         all_problems.extend(p for p in exc.problems if (p.field, p.message) not in known)
-        raise SpecError(all_problems) from None
+        partial = _salvage(cls, data, all_problems) if salvage else None
+        raise SpecError(all_problems, partial=partial) from None
     if all_problems:
-        raise SpecError(all_problems)
+        raise SpecError(all_problems, partial=_salvage(cls, data, all_problems) if salvage else None)
     return spec
+
+
+_SECTIONS = ("resources", "environment")
+PLACEHOLDER_COMMAND = ("<no command>",)
+"""Stands for a missing or broken command in :attr:`SpecError.partial` (nothing runs it)."""
+
+
+def _without(data: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """``data`` less the keys that the problem ``fields`` name (``resources.nodes`` → the ``nodes``
+    key of ``resources``; ``environment.vars.X`` → the whole ``vars``; ``command[2]`` → ``command``)."""
+    out = {k: dict(v) if k in _SECTIONS and isinstance(v, Mapping) else v for k, v in data.items()}
+    for name in fields:
+        parts = name.split("[", 1)[0].split(".")
+        if not parts[0]:
+            continue
+        section = out.get(parts[0])
+        if parts[0] in _SECTIONS and len(parts) > 1 and isinstance(section, dict):
+            section.pop(parts[1], None)
+        else:
+            out.pop(parts[0], None)
+    return out
+
+
+def _salvage(cls: type[JobSpec], data: Mapping[str, Any], problems: Sequence[Problem]) -> JobSpec | None:
+    """The spec built from ``data`` without the fields ``problems`` name, or ``None``."""
+    if not isinstance(data, Mapping):
+        return None
+    fields = {p.field for p in problems}
+    for _ in range(3):  # a field dropped can reveal another (a default clashing with what is left)
+        rest = _without(data, fields)
+        if "command" in fields or rest.get("command") is None:
+            rest["command"] = list(PLACEHOLDER_COMMAND)
+        try:
+            return _from_dict(cls, rest, salvage=False)
+        except SpecError as exc:
+            new = {p.field for p in exc.problems} - fields
+            if not new:
+                return None
+            fields |= new
+    return None

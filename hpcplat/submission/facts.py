@@ -1,7 +1,9 @@
 """What validation needs to know about the cluster, fetched once and reused for a few minutes.
 
-Asking Slurm about partitions, nodes, QOS and associations takes several commands (``scontrol``,
-``sacctmgr``); a submission loop must not repeat them for every job. The answer is kept in memory
+Asking Slurm about partitions, nodes, QOS, associations and their limits (``GrpTRES``,
+``MaxTRES``, ``MaxWall`` of the QOS, of the user's association and of the account tree above it)
+takes several commands (``scontrol``, ``sacctmgr``, each with the client's deadline); a submission
+loop must not repeat them for every job. The answer is kept in memory
 and in a small JSON file under ``$XDG_CACHE_HOME/hpcplat/`` for ``submission.cache_seconds``
 (default 300). A cached answer is only ever trusted to *accept* a job: before a job is rejected,
 validation asks Slurm again (:func:`cluster_facts` with ``fresh=True``), so a stale cache never
@@ -23,10 +25,11 @@ from typing import Any
 
 from hpcplat.errors import SlurmError
 from hpcplat.slurm.client import SlurmClient
+from hpcplat.slurm.models import Association
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,25 @@ class PartitionFacts:
 class QosFacts:
     name: str
     max_wall_minutes: int | None
+    grp_tres: str = ""
+    """Limits as sacctmgr prints them (``gres/gpu=8,cpu=64``); empty when none is set."""
+    max_tres: str = ""
+    max_tres_per_node: str = ""
+    max_tres_per_user: str = ""
+    max_tres_per_account: str = ""
 
 
 @dataclass(frozen=True)
 class AssociationFacts:
     account: str
     qos: tuple[str, ...]
+    user: str = ""
+    """Empty for an account's own association (where a team's quota is set)."""
+    parent: str = ""
+    grp_tres: str = ""
+    max_tres: str = ""
+    max_tres_per_node: str = ""
+    max_wall_minutes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,10 @@ class ClusterFacts:
     associations: tuple[AssociationFacts, ...]
     """The user's own associations (empty when accounting is off)."""
     fetched_at: float = field(default=0.0)
+    accounts: tuple[AssociationFacts, ...] = ()
+    """The associations of the user's accounts themselves and of their parents up to ``root``."""
+    limits_enforced: bool = True
+    """``AccountingStorageEnforce`` includes ``limits`` (or ``safe``): QOS and association limits hold."""
 
     def partition(self, name: str | None) -> PartitionFacts | None:
         for p in self.partitions:
@@ -71,6 +91,17 @@ class ClusterFacts:
 
     def qos_named(self, name: str) -> QosFacts | None:
         return next((q for q in self.qos if q.name == name), None)
+
+    def association_chain(self, account: str) -> list[AssociationFacts]:
+        """The user's association with ``account``, then the account's, then its parents' up to
+        ``root``: the order in which Slurm looks for a limit."""
+        chain = [a for a in self.associations if a.account == account]
+        by_name = {a.account: a for a in self.accounts}
+        name: str | None = account
+        while name and name in by_name and all(a is not by_name[name] for a in chain):
+            chain.append(by_name[name])
+            name = by_name[name].parent
+        return chain
 
     def to_json(self) -> dict[str, Any]:
         return {"format": CACHE_FORMAT, **asdict(self)}
@@ -85,11 +116,51 @@ class ClusterFacts:
                 PartitionFacts(**{**p, "allowed_qos": tuple(p["allowed_qos"])}) for p in data["partitions"]
             ),
             qos=tuple(QosFacts(**q) for q in data["qos"]),
-            associations=tuple(
-                AssociationFacts(account=a["account"], qos=tuple(a["qos"])) for a in data["associations"]
-            ),
+            associations=tuple(_association(a) for a in data["associations"]),
             fetched_at=float(data["fetched_at"]),
+            accounts=tuple(_association(a) for a in data["accounts"]),
+            limits_enforced=bool(data["limits_enforced"]),
         )
+
+
+def _association(data: dict[str, Any]) -> AssociationFacts:
+    return AssociationFacts(**{**data, "qos": tuple(data["qos"])})
+
+
+def _association_facts(a: Association) -> AssociationFacts:
+    return AssociationFacts(
+        account=a.account,
+        qos=tuple(a.qos),
+        user=a.user,
+        parent=a.parent,
+        grp_tres=a.grp_tres,
+        max_tres=a.max_tres,
+        max_tres_per_node=a.max_tres_per_node,
+        max_wall_minutes=a.max_wall_minutes,
+    )
+
+
+MAX_ACCOUNT_DEPTH = 16
+
+
+def _account_chain(client: SlurmClient, names: set[str]) -> tuple[AssociationFacts, ...]:
+    """The account associations of ``names`` and of all their parents: one sacctmgr call per
+    level of the account tree."""
+    found: dict[str, AssociationFacts] = {}
+    wanted = set(names)
+    for _ in range(MAX_ACCOUNT_DEPTH):
+        if not wanted:
+            break
+        for a in client.associations(accounts=sorted(wanted)):
+            if not a.user and a.account in wanted:
+                found[a.account] = _association_facts(a)
+        wanted = {f.parent for f in found.values() if f.parent and f.parent not in found}
+    return tuple(found[name] for name in sorted(found))
+
+
+def _limits_enforced(client: SlurmClient) -> bool:
+    enforce = client.config().get("AccountingStorageEnforce", "")
+    return bool({"limits", "safe"} & {w.strip().lower() for w in enforce.split(",")})
 
 
 def current_user() -> str:
@@ -116,21 +187,42 @@ def fetch(client: SlurmClient, *, user: str | None = None) -> ClusterFacts:
                 max_memory_mb=max((n.memory_mb for n in members), default=0),
             )
         )
+    accounts: tuple[AssociationFacts, ...] = ()
     try:
-        qos = tuple(QosFacts(q.name, q.max_wall_minutes) for q in client.qos())
-        associations = tuple(
-            AssociationFacts(a.account, tuple(a.qos))
-            for a in client.associations(user=user)
-            if a.user == user
+        qos = tuple(
+            QosFacts(
+                q.name,
+                q.max_wall_minutes,
+                grp_tres=q.grp_tres,
+                max_tres=q.max_tres,
+                max_tres_per_node=q.max_tres_per_node,
+                max_tres_per_user=q.max_tres_per_user,
+                max_tres_per_account=q.max_tres_per_account,
+            )
+            for q in client.qos()
         )
+        associations = tuple(_association_facts(a) for a in client.associations(user=user) if a.user == user)
+        if associations:
+            accounts = _account_chain(client, {a.account for a in associations})
     except SlurmError as exc:
         # No accounting (or sacctmgr unusable): account and QOS checks are left to sbatch itself.
         log.warning(
             "cannot read QOS and associations from accounting, skipping those checks: %s", exc.message
         )
-        qos, associations = (), ()
+        qos, associations, accounts = (), (), ()
+    try:
+        enforced = _limits_enforced(client)
+    except SlurmError as exc:
+        log.warning("cannot read AccountingStorageEnforce, assuming limits are enforced: %s", exc.message)
+        enforced = True
     return ClusterFacts(
-        user=user, partitions=tuple(partitions), qos=qos, associations=associations, fetched_at=time.time()
+        user=user,
+        partitions=tuple(partitions),
+        qos=qos,
+        associations=associations,
+        fetched_at=time.time(),
+        accounts=accounts,
+        limits_enforced=enforced,
     )
 
 

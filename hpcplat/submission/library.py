@@ -10,6 +10,12 @@ when hpcplat and a catalog are reachable, and runs anyway when not.
 
 Templates are looked up in ``$HPCPLAT_TEMPLATES_DIR``, then the ``slurm_templates/`` directory of
 the hpcplat checkout, then ``<prefix>/share/hpcplat/slurm_templates``.
+
+:func:`check` reads back what a rendered script asks for (its ``#SBATCH`` lines: nodes, tasks,
+CPUs per task, GPUs per node, memory per node, time, partition, QOS, account) and checks it against
+the live cluster as ``hpcplat submit`` checks a job spec (:func:`hpcplat.submission.validate.
+cluster_problems`): a request no node can hold is refused with the value and what is allowed,
+instead of being queued to wait forever.
 """
 
 from __future__ import annotations
@@ -20,9 +26,14 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcplat.errors import UsageError
+
+if TYPE_CHECKING:
+    from hpcplat.siteconfig import SiteConfig
+    from hpcplat.slurm.client import SlurmClient
+    from hpcplat.spec import Resources
 
 SUFFIX = ".sbatch.j2"
 _HEADER = re.compile(r"^\{#-?(.*?)-?#\}", re.DOTALL)
@@ -179,3 +190,167 @@ def render(name: str, values: dict[str, str]) -> str:
         raise UsageError(f"template {template.name!r}: {exc}") from None
     except jinja2.TemplateError as exc:
         raise UsageError(f"template {template.name!r} failed to render: {exc}") from None
+
+
+# -- what a rendered script asks for, checked against the cluster --------------------------------
+
+_SHORT_OPTIONS = {
+    "-N": "nodes",
+    "-n": "ntasks",
+    "-c": "cpus-per-task",
+    "-t": "time",
+    "-p": "partition",
+    "-q": "qos",
+    "-A": "account",
+    "-a": "array",
+}
+
+
+def sbatch_directives(script: str) -> dict[str, str]:
+    """The options of a script's ``#SBATCH`` lines, read as sbatch reads them: up to the first
+    line of commands, the later of two equal options winning. Long names without dashes as keys
+    (``{"nodes": "2", "gres": "gpu:4", "requeue": ""}``); short forms are given their long names."""
+    options: dict[str, str] = {}
+    for line in script.splitlines():
+        text = line.strip()
+        if not text.startswith("#"):
+            if text:
+                break  # sbatch stops reading directives at the first command
+            continue
+        if not text.startswith("#SBATCH"):
+            continue
+        try:
+            tokens = shlex.split(text[len("#SBATCH") :], comments=True)
+        except ValueError:
+            continue
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            i += 1
+            if token.startswith("--"):
+                key, sep, value = token[2:].partition("=")
+            elif token[:2] in _SHORT_OPTIONS:
+                key, value, sep = _SHORT_OPTIONS[token[:2]], token[2:], "=" if token[2:] else ""
+            else:
+                continue
+            if not sep and i < len(tokens) and not tokens[i].startswith("-"):
+                value = tokens[i]
+                i += 1
+            options[key] = value
+    return options
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a rendered script asks of the cluster (``None``: left to Slurm's default)."""
+
+    resources: Resources
+    partition: str | None
+    qos: str | None
+    account: str | None
+
+
+def _gpus_per_node(options: dict[str, str]) -> int:
+    if options.get("gpus-per-node", "").isdigit():
+        return int(options["gpus-per-node"])
+    total = 0
+    for item in options.get("gres", "").split(","):
+        pieces = item.strip().split(":")
+        if pieces[0] in ("gpu", "gres/gpu"):
+            total += int(pieces[-1]) if len(pieces) > 1 and pieces[-1].isdigit() else 1
+    return total
+
+
+def requested(name: str, script: str) -> Request:
+    """The request of ``script`` (rendered from template ``name``); a value Slurm cannot read is a
+    :class:`UsageError` naming it."""
+    from hpcplat.spec import Resources, SpecError, parse_memory_mb, parse_time_minutes
+
+    options = sbatch_directives(script)
+
+    def count(key: str, default: int) -> int:
+        text = options.get(key)
+        if text is None or text == "":
+            return default
+        head = text.split("-", 1)[0]  # --nodes=2-4: at least 2
+        if not head.isdigit():
+            raise UsageError(f"template {name!r}: --{key}={text!r} is not a whole number")
+        return int(head)
+
+    nodes = count("nodes", 1)
+    if options.get("ntasks-per-node"):
+        tasks_per_node = count("ntasks-per-node", 1)
+    else:
+        tasks_per_node = -(-count("ntasks", 1) // max(nodes, 1))
+    memory_mb: int | None = None
+    mem = options.get("mem", "")
+    if mem and mem != "0":  # --mem=0: all of each node's memory, which always fits
+        try:
+            memory_mb = parse_memory_mb(mem)
+        except ValueError as exc:
+            raise UsageError(f"template {name!r}: --mem: {exc}") from None
+    time_min = 1  # no --time: the partition's default, which fits it
+    if options.get("time"):
+        try:
+            time_min = parse_time_minutes(options["time"])
+        except ValueError as exc:
+            raise UsageError(f"template {name!r}: --time: {exc}") from None
+    try:
+        resources = Resources(
+            nodes=nodes,
+            tasks_per_node=tasks_per_node,
+            gpus_per_node=_gpus_per_node(options),
+            cpus_per_task=count("cpus-per-task", 1),
+            memory_mb=memory_mb,
+            time_limit_min=time_min,
+        )
+    except SpecError as exc:
+        problems = "; ".join(str(p) for p in exc.problems)
+        raise UsageError(f"template {name!r} asks for an impossible job: {problems}") from None
+    return Request(
+        resources=resources,
+        partition=options.get("partition") or None,
+        qos=options.get("qos") or None,
+        account=options.get("account") or None,
+    )
+
+
+def check(name: str, script: str, *, client: SlurmClient, config: SiteConfig) -> Request:
+    """Check the rendered ``script`` of template ``name`` against the live cluster: nodes x tasks
+    x CPUs per task against the nodes' CPUs, memory against their RealMemory, GPUs per node
+    against their GRES, the node count, time limits, partition, QOS and account. Raises one
+    :class:`UsageError` listing every problem (each naming the value and what is allowed)."""
+    from hpcplat.spec import JobSpec
+    from hpcplat.submission.facts import cluster_facts
+    from hpcplat.submission.placement import Placement
+    from hpcplat.submission.validate import cluster_problems
+
+    request = requested(name, script)
+    spec = JobSpec(command=("true",), name=name, resources=request.resources)
+    placement = Placement(
+        tier=request.qos,
+        partition=request.partition,
+        qos=request.qos,
+        account=request.account,
+        preemptible=False,
+        warn_seconds=0,
+        max_requeues=0,
+    )
+    facts = cluster_facts(client, cluster=config.cluster_name, max_age_s=config.cache_seconds)
+    problems = cluster_problems(spec, placement, facts)
+    if problems and facts.fetched_at:
+        # Never refuse on the strength of a cached answer: ask Slurm again.
+        facts = cluster_facts(client, cluster=config.cluster_name, fresh=True)
+        problems = cluster_problems(spec, placement, facts)
+    if problems:
+        head = f"template {name!r} asks for what the cluster cannot run"
+        if len(problems) == 1:
+            message = f"{head}: {problems[0]}"
+        else:
+            message = f"{head}, {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+        raise UsageError(
+            message,
+            hint=f"nothing was written or submitted; change the values with --set "
+            f"(`hpcplat template show {name}` lists them)",
+        )
+    return request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hpcplat.errors import UsageError
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.spec import JobSpec
 
@@ -22,9 +23,17 @@ class Placement:
     max_requeues: int
 
 
-def place(spec: JobSpec, config: SiteConfig) -> Placement:
-    """Resolve tier, partition, QOS and account; raises ``UsageError`` for an unknown tier."""
-    tier = config.tier(spec.tier)
+def place(spec: JobSpec, config: SiteConfig, problems: list[str] | None = None) -> Placement:
+    """Resolve tier, partition, QOS and account. An unknown tier raises ``UsageError``; given
+    ``problems``, it is added there instead and the job is placed as if it named no tier (so that
+    the other checks still run and every problem is reported at once)."""
+    try:
+        tier = config.tier(spec.tier)
+    except UsageError as exc:
+        if problems is None:
+            raise
+        problems.append(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+        tier = None
     partition = spec.partition or (tier.partition if tier else None) or config.default_partition
     warn = spec.signal_warn_s or (tier.warn_seconds if tier else None) or config.warn_seconds
     if spec.max_requeues is not None:

@@ -9,9 +9,9 @@ and says so everywhere: backend name ``emulated``, UUIDs ``EMU-<node>-<index>``,
 What each figure means here:
 
 - utilization: the CPU use of the processes of the job holding the GPU (the job comes from Slurm's
-  GRES allocation, its processes from ``SLURM_JOB_ID`` in their environment), as a percentage of
-  one core over the time since the previous read, capped at 100 and rounded down. A ``sleep`` job
-  reads 0, a CPU-bound loop 100. The first read has no previous one and gives ``None``.
+  GRES allocation, its processes from Slurm's count, :mod:`node_agent.membership`), as a percentage
+  of one core over the time since the previous read, capped at 100 and rounded down. A ``sleep``
+  job reads 0, a CPU-bound loop 100. The first read has no previous one and gives ``None``.
 - memory used: the RSS of those processes; memory total: ``[node_agent.emulated] memory_total_mb``.
 - processes on the GPU: processes with the device file open (``/proc/<pid>/fd``), found on the
   scans that ask for it.
@@ -155,7 +155,8 @@ class EmulatedBackend:
         job_ticks: dict[str, int] = {}
         job_rss_kb: dict[str, int] = {}
         for proc in snapshot.procs.values():
-            if not proc.on_node(self.node):
+            job = snapshot.job_of(proc.pid)
+            if job is None:
                 continue
             key = (proc.pid, proc.start_ticks)
             ticks[key] = proc.cpu_ticks
@@ -166,7 +167,6 @@ class EmulatedBackend:
                 delta = proc.cpu_ticks
             else:
                 delta = 0
-            job = proc.env.job_id or ""
             job_ticks[job] = job_ticks.get(job, 0) + max(delta, 0)
             job_rss_kb[job] = job_rss_kb.get(job, 0) + proc.rss_kb
         self._prev_ticks = ticks

@@ -210,6 +210,25 @@ def build_inventory(tmp: Path) -> dict[str, Any]:
     }
 
 
+def test_tier_names_that_are_not_toml_bare_keys_stop_the_play(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the play creates device files and root-owned files")
+    data = build_inventory(tmp_path)
+    data["all"]["vars"]["hpcplat_site_config"]["tiers"] = [
+        {"name": "normal", "partition": "gpu", "qos": "normal", "preemptible": False},
+        {"name": "gpu.large", "partition": "gpu", "qos": "large", "preemptible": False},
+    ]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = playbook(tmp_path, inventory, "--limit", "ctl")
+    assert result.returncode != 0
+    assert (
+        "a tier name may hold only letters, digits, '_' and '-' (it is a TOML key of the site file "
+        'and a --tier value); rename "gpu.large"'
+    ) in " ".join(result.stdout.split()), result.stdout[-3000:]
+    assert not (tmp_path / "ctl" / "etc" / "hpcplat" / "hpcplat.toml").exists()
+
+
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """site.yml applied once; returns the test root (one directory per machine)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpcplat.catalog import Catalog
+from hpcplat.runner import run
 from hpcplat.sandbox import Sandbox
 from tests.fixtures.submission import invoke, write_site_file
 
@@ -71,6 +72,35 @@ def test_failed_job_makes_wait_exit_1(env: dict[str, str]) -> None:
     waited = invoke(["wait", "--quiet", job["job_id"]], env=env)
     assert waited.exit_code == 1
     assert f"{job['job_id']} FAILED" in waited.output
+
+
+def test_wait_timeout_exits_as_its_help_says(env: dict[str, str]) -> None:
+    """``--timeout`` gives up with exit 1 (as ``wait --help`` and docs/submission.md say); the job runs on."""
+    help_text = " ".join(invoke(["wait", "--help"], env=env).output.split())
+    assert "exit 1 if any failed or --timeout passed first" in help_text
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "submission.md").read_text()
+    assert "exits 1 when --timeout passes first" in " ".join(docs.split())
+    job = submit(env, "--time", "5", "--", "sleep", "120")
+    try:
+        waited = invoke(["wait", "--quiet", "--timeout", "1", job["job_id"]], env=env)
+        assert waited.exit_code == 1, waited.output
+        assert f"still not finished after 1 s: {job['job_id']}" in waited.output
+        assert "the jobs keep running" in waited.output
+    finally:
+        invoke(["cancel", job["job_id"]], env=env)
+
+
+def test_run_show_script_is_the_script_slurm_was_given(env: dict[str, str]) -> None:
+    job = submit(env, "--time", "5", "--", "sleep", "120")
+    try:
+        shown = invoke(["run", "show", job["run_id"], "--script"], env=env)
+        assert shown.exit_code == 0, shown.output
+        held = run(["scontrol", "write", "batch_script", job["job_id"], "-"], timeout=30, env=env).stdout
+        assert f"HPCPLAT_RUN_ID={job['run_id']}" in held  # the script carries its run id
+        assert held.strip() in shown.output  # and run show prints that very script
+        assert "RUN-ID-ASSIGNED" not in shown.output
+    finally:
+        invoke(["cancel", job["job_id"]], env=env)
 
 
 def test_jobs_lists_and_cancel_cancels(env: dict[str, str]) -> None:

@@ -93,6 +93,27 @@ def test_a_failing_function_raises_with_its_traceback(executor: Executor) -> Non
         job.result()
 
 
+def test_a_failed_job_names_its_real_log(executor: Executor) -> None:
+    """The message points to the job's one log (``<job_root>/<id>.out``), which holds the traceback,
+    and its advice works."""
+    job = executor.submit(fail, "bad input 23")
+    executor.created.append(job)  # type: ignore[attr-defined]
+    with pytest.raises(FailedJobError) as info:
+        job.result()
+    message = str(info.value)
+    named = [Path(word) for word in message.split() if word.endswith(".out")]
+    assert named, message
+    for path in named:
+        assert path.is_file(), f"the message names {path}, which does not exist:\n{message}"
+        log = path.read_text()
+        assert "Traceback" in log and "ValueError: bad input 23" in log
+    assert "_log.err" not in message and "_log.out" not in message
+    # the advice in the message is runnable as written
+    assert "job.stderr()" in message
+    assert "bad input 23" in (job.stderr() or "")
+    assert "bad input 23" in (job.stdout() or "")
+
+
 def test_cancel_ends_the_job(executor: Executor) -> None:
     job = executor.submit(time.sleep, 300)
     executor.created.append(job)  # type: ignore[attr-defined]

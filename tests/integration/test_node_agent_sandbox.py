@@ -28,7 +28,7 @@ from hpcplat.runner import run
 from hpcplat.sandbox import Sandbox
 from hpcplat.slurm.cli_backend import CliBackend
 from node_agent.agent import Agent
-from node_agent.config import load
+from node_agent.config import AgentConfig, load
 from node_agent.events import JOB_EVENTS_FILE
 from node_agent.metrics import MetricsServer
 
@@ -430,3 +430,58 @@ def test_entry_point_serves_metrics_and_once_json(cluster: Cluster, sandbox: San
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_a_process_exporting_another_jobs_id_is_attributed_to_its_real_job(
+    cluster: Cluster, sandbox: Sandbox
+) -> None:
+    other = cluster.submit("claimed", "sleep 300")
+    node = cluster.node_of(other)
+    devices = [str(p) for p in sandbox.gpu_device_paths(node)]
+    program = cluster.tmp / "liar.py"
+    program.write_text(
+        "import os, time\n"
+        f"gpu = open({devices!r}[int(os.environ['SLURM_JOB_GPUS'].split(',')[0])])\n"
+        "time.sleep(300)\n"
+    )
+    # The job's only process says it is job `other`'s and holds the job's own GPU open.
+    liar = cluster.submit(
+        "liar", f"export SLURM_JOB_ID={other}\nexec {sys.executable} {program}", f"--nodelist={node}"
+    )
+    assert cluster.node_of(liar) == node
+    config = load_config(
+        cluster, "interval_s = 1\nslurm_poll_s = 1\n[node_agent.orphans]\nscan_interval_s = 1\n"
+    )
+    agent = Agent(config, node, client=cluster.client, slurm_env=cluster.env, act=False, spool=False)
+    agent.start(metrics_port=0, background=False)
+    try:
+
+        def held() -> dict[str, str] | None:
+            result = agent.cycle()
+            holders = {a.job_id: a.gpu.uuid for a in result.attributions if a.job_id in (liar, other)}
+            on_gpu = [
+                p for a in result.attributions if a.job_id == liar and a.sample for p in a.sample.processes
+            ]
+            return holders if len(holders) == 2 and on_gpu else None
+
+        holders = wait_for("both jobs' GPUs to be held by their real jobs", held, timeout=30)
+        assert holders[liar] != holders[other]
+        claims = [e for e in agent.recorder.recent if e.action == "false_job_claim"]
+        assert len(claims) == 1 and claims[0].job_id == liar
+        assert (
+            f"claims job {other}" in claims[0].reason and f"Slurm counts it in job {liar}" in claims[0].reason
+        )
+        liar_gpu = next(a for a in agent.cycle().attributions if a.job_id == liar)
+        assert liar_gpu.sample is not None and liar_gpu.sample.utilization_pct == 0.0  # it sleeps
+    finally:
+        agent.close()
+
+
+def load_config(cluster: Cluster, text: str) -> AgentConfig:
+    path = cluster.tmp / f"agent-{uuid.uuid4().hex[:4]}.toml"
+    gres = Path(cluster.env["SLURM_CONF"]).parent / "gres.conf"
+    path.write_text(
+        f"[node_agent]\nspool_dir = {str(cluster.tmp / 'spool')!r}\nmetrics_port = 0\n{text}\n"
+        f"[node_agent.emulated]\ngres_conf = {str(gres)!r}\n"
+    )
+    return load(path)

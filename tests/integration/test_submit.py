@@ -12,12 +12,12 @@ import pytest
 from hpcplat.catalog import Catalog
 from hpcplat.errors import CatalogError, UsageError
 from hpcplat.sandbox import Sandbox
-from hpcplat.siteconfig import SiteConfig
+from hpcplat.siteconfig import SiteConfig, current_user
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
 from hpcplat.spec import DatasetRef, JobSpec, Resources
 from hpcplat.submission import facts, spool
-from hpcplat.submission.service import PENDING_RUN_ID, SubmissionError, submit
+from hpcplat.submission.service import SubmissionError, submit
 from hpcplat.submission.validate import cluster_problems
 from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
@@ -83,14 +83,14 @@ def test_submit_records_runs_and_exports_the_contract(
         tags=("test",),
     )
     result = submit(spec, client=client, config=config, catalog=catalog, cwd=str(tmp_path))
-    assert result.tracked and result.job_dir == f"{tmp_path}/jobs/{result.job_id}"
+    assert result.tracked and result.job_dir == f"{tmp_path}/jobs/{current_user()}/{result.job_id}"
     run = catalog.run(result.run_id)
     assert run.status.value in ("QUEUED", "RUNNING", "COMPLETED")
     assert run.spec["workdir"] == str(tmp_path)  # recorded absolute, for reruns
     assert JobSpec.from_dict(run.spec).command == spec.command
     assert [a.job_id for a in catalog.details(result.run_id).attempts] == [result.job_id]
     stored = catalog.sbatch_script(result.run_id)
-    assert stored == result.script.replace(result.run_id, PENDING_RUN_ID)
+    assert stored == result.script  # the script as submitted, with its run id
     assert wait_for(client, result.job_id) is JobState.COMPLETED
     dumped = json.loads((Path(result.job_dir) / "env.json").read_text())
     assert dumped["HPCPLAT_RUN_ID"] == result.run_id

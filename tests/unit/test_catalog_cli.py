@@ -154,6 +154,13 @@ def test_run_show(catalog: Catalog) -> None:
     assert missing.exit_code == 2 and "no run 'ffffffff'" in missing.output
 
 
+def test_run_show_wildcards_match_nothing(catalog: Catalog) -> None:
+    _run(catalog, "alpha", 0.1)
+    for ref in ("%%%%", "____"):
+        shown = invoke("run", "show", ref)
+        assert shown.exit_code == 2 and f"no run '{ref}'" in shown.output
+
+
 def test_run_plot(catalog: Catalog, tmp_path: Path) -> None:
     run_id = _run(catalog, "alpha", 0.1)
     out = tmp_path / "loss.png"

@@ -97,6 +97,15 @@ def test_record_intent_writes_run_and_provenance_in_one_go(catalog: Catalog, dat
     assert details.attempts == []
 
 
+def test_record_intent_keeps_the_run_id_the_submitter_chose(catalog: Catalog) -> None:
+    """The submission service picks the id first, so the recorded script is the submitted one."""
+    chosen = "5f0c3a52-9d1e-4c8b-a6f2-0123456789ab"
+    script = f"#!/bin/bash\nexport HPCPLAT_RUN_ID={chosen}\n"
+    assert catalog.record_intent(_intent(run_id=chosen, sbatch_script=script)) == chosen
+    assert catalog.sbatch_script(chosen) == script
+    assert catalog.record_intent(_intent()) != chosen  # none chosen: a new one
+
+
 def test_blobs_are_stored_once(catalog: Catalog) -> None:
     catalog.record_intent(_intent())
     catalog.record_intent(_intent())
@@ -300,6 +309,22 @@ def test_run_reference_by_prefix(catalog: Catalog) -> None:
         catalog.resolve_run_id("ffffffff-nope")
     with pytest.raises(UsageError, match="too short"):
         catalog.resolve_run_id("ab")
+
+
+@pytest.mark.parametrize("ref", ["%%%%", "____", "\\%%%", "____%"])
+def test_run_reference_wildcards_are_literal(catalog: Catalog, ref: str) -> None:
+    catalog.record_intent(_intent())
+    with pytest.raises(UsageError, match="no run"):
+        catalog.resolve_run_id(ref)
+
+
+def test_events_job_id_wildcards_are_literal(catalog: Catalog) -> None:
+    run_id = catalog.record_intent(_intent())
+    catalog.confirm_submission(run_id, "4242_7")
+    catalog.add_event(kind=EventKind.NODE, reason="x", job_id="4242_7", source="t")
+    catalog.add_event(kind=EventKind.NODE, reason="x", job_id="%", source="t")
+    catalog.add_event(kind=EventKind.NODE, reason="x", job_id="4%", source="t")
+    assert len(catalog.details(run_id).events) == 2  # the submission and the one for 4242_7
 
 
 def test_compare_marks_differences(catalog: Catalog) -> None:

@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     ["template", "list"],
     ["template", "show"],
     ["template", "render"],
+    ["template", "submit"],
 ]
 
 
@@ -90,6 +91,11 @@ def site(tmp_path: Path) -> dict[str, str]:
         (["cancel", "abc"], "not a Slurm job id"),
         (["template", "render", "nope"], "no template 'nope'"),
         (["template", "render", "single-gpu"], "needs command"),
+        (["template", "submit", "single-gpu"], "needs command"),
+        (
+            ["template", "render", "single-gpu", "--set", "command=x", "--set", "mem=lots"],
+            "not a memory size",
+        ),
         (["sweep", "submit", "--", "x"], "no parameters to sweep over"),
         (["sweep", "results", "no-such-sweep"], "no sweep 'no-such-sweep'"),
     ],
@@ -132,3 +138,11 @@ def test_refusal_to_cancel_someone_elses_job_is_explained() -> None:
     )
     assert refusal.hint is not None and "only cancel your own jobs" in refusal.hint
     assert refusal.exit_code == 1
+
+
+def test_template_render_offline_prints_the_script(site: dict[str, str]) -> None:
+    result = invoke(
+        ["template", "render", "multi-node-ddp", "--set", "command=python ddp.py", "--no-validate"], env=site
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("#!/bin/bash") and "#SBATCH --cpus-per-task=1" in result.output

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "ansible" / "roles"
@@ -127,6 +129,68 @@ def test_toml_tables_filter_writes_what_tomllib_reads() -> None:
 
     with pytest.raises(AnsibleFilterError, match=r"node_agent.when: cannot write"):
         tables({"node_agent": {"when": object()}})
+
+
+def test_toml_tables_filter_round_trips_hostile_keys_and_strings() -> None:
+    tables = plugin("hpcplat_site", "hpcplat_toml").hpcplat_toml_tables
+    hostile = 'emoji 🚀, "quotes", \'single\', back\\slash\nnew line\ttab \x00\x1f\x7f é 𝄞'
+    sections = {
+        "tiers": {
+            "gpu.large": {"qos": "large", "preemptible": False},
+            "with space": {"partition": "gpu 🚀"},
+            'quo"te': {"n": 1},
+        },
+        "key.with.dots": {"a key": hostile, "🚀": [hostile, -0.5, 1e-05, 2**63 - 1]},
+        "": {"x": 1.0},
+    }
+    text = tables(sections)
+    assert tomllib.loads(text) == sections
+    assert "\\ud83d" not in text and "🚀" in text  # one character, never a surrogate pair
+
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError, match=r"tiers.8: keys must be strings, got int 8; quote it"):
+        tables({"tiers": {8: {"qos": "x"}}})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("inf"), r"node_agent.x: inf is not a value the site file accepts; give a finite number"),
+        (float("-inf"), r"node_agent.x: -inf is not a value"),
+        (float("nan"), r"node_agent.x: nan is not a value"),
+        ([1.0, float("inf")], r"node_agent.x\[1\]: inf is not a value"),
+        (2**63, r"node_agent.x: 9223372036854775808 is out of range \(TOML integers are 64-bit\)"),
+        ("bad \udcff", r"node_agent.x: .* holds a lone surrogate"),
+    ],
+)
+def test_toml_tables_filter_refuses_what_toml_cannot_hold(value: object, message: str) -> None:
+    tables = plugin("hpcplat_site", "hpcplat_toml").hpcplat_toml_tables
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError, match=message):
+        tables({"node_agent": {"x": value}})
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)))
+_SCALARS = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT
+)
+_TABLES = st.recursive(
+    st.dictionaries(_TEXT, _SCALARS | st.lists(_SCALARS, max_size=3), max_size=4),
+    lambda inner: st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_TEXT, _TABLES, max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_toml_tables_filter_round_trips_anything(sections: dict[str, Any]) -> None:
+    tables = plugin("hpcplat_site", "hpcplat_toml").hpcplat_toml_tables
+    assert tomllib.loads(tables(sections)) == sections
 
 
 def test_every_role_validates_first_and_documents_its_arguments() -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+import yaml
 
 from hpcplat.errors import UsageError
 from hpcplat.fleet.check import (
@@ -17,6 +25,7 @@ from hpcplat.fleet.check import (
 )
 from hpcplat.fleet.inventory import Host
 from hpcplat.fleet.ops import logs_script, slurm_nodes
+from hpcplat.runner import run
 from hpcplat.slurm.models import NodeInfo
 from hpcplat.slurm.state import parse_node_state
 
@@ -177,3 +186,82 @@ def test_drain_only_compute_hosts_and_logs_script_quotes_paths() -> None:
         slurm_nodes([CONTROLLER])
     host = Host("g", frozenset({"compute"}), {"node_agent_log": "/var/log/a b;$(x).log"})
     assert "'/var/log/a b;$(x).log'" in logs_script(host, lines=5, which=["agent"])
+
+
+# --- hosts that cannot be reached: one line each, the real cause, no traceback ---------------------
+
+
+@pytest.fixture
+def closing_listener() -> Iterator[int]:
+    """A port that accepts TCP connections and closes them at once (no SSH banner)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield int(server.getsockname()[1])
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
+
+
+def test_unreachable_hosts_get_one_line_each_with_the_real_cause(
+    tmp_path: Path, closing_listener: int, silent_listener: int
+) -> None:
+    refused_port = closed_port()
+    hosts = {
+        "refused": {"ansible_host": "127.0.0.1", "ansible_port": refused_port},
+        "closing": {"ansible_host": "127.0.0.1", "ansible_port": closing_listener},
+        "silent": {"ansible_host": "127.0.0.1", "ansible_port": silent_listener},
+    }
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "controller": {"hosts": {"refused": hosts["refused"]}},
+                        "compute": {"hosts": {"closing": hosts["closing"], "silent": hosts["silent"]}},
+                    }
+                }
+            }
+        )
+    )
+    argv = [sys.executable, "-m", "hpcplat", "fleet", "-i", str(inventory)]
+    argv += ["--known-hosts", str(tmp_path / "known_hosts"), "--no-agent", "--connect-timeout", "1.5"]
+    started = time.monotonic()
+    result = run([*argv, "check", "--no-slurm"], timeout=60, check=False)
+    took = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "paramiko" not in output, output
+    problems = [line for line in output.splitlines() if line.startswith(("refused:", "closing:", "silent:"))]
+    assert len(problems) == 3, output  # one line per host
+    by_host = {line.split(":", 1)[0]: line for line in problems}
+    assert f"refused: ssh: connection refused at 127.0.0.1:{refused_port}" in by_host["refused"]
+    # closed at once: said so, not reported as a timeout it never waited for
+    assert "closed the connection during the SSH handshake" in by_host["closing"]
+    assert "did not finish" not in by_host["closing"]
+    assert "did not finish within 1.5 s" in by_host["silent"]
+    assert took < 30

@@ -9,19 +9,21 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hpcplat.slurm.state import JobState, NodeState
 from node_agent import hostlist
-from node_agent.config import BackendChoice, ConfigError, IdlePolicy, from_mapping, load
+from node_agent.config import BackendChoice, ConfigError, IdlePolicy, OrphanPolicy, from_mapping, load
 from node_agent.gpu.backend import BackendUnavailable, GpuBackendError, ReadHint
 from node_agent.gpu.choose import open_backend
 from node_agent.gpu.emulated import EmulatedBackend, parse_gres_conf
 from node_agent.gpu.nvml import NvmlBackend, classify
-from node_agent.procs import ProcessTable, parse_environ, parse_stat
-from node_agent.slurm_view import parse_job_detail, parse_node_line
+from node_agent.policy.orphans import Daemons, OrphanReaper
+from node_agent.procs import ProcessTable, identity, parse_cgroup, parse_environ, parse_stat
+from node_agent.slurm_view import NodeJobs, parse_job_detail, parse_listpids, parse_node_line
 
 # Recorded from Slurm 22.05.8 (the sandbox): `scontrol show job -d` of a running 2-GPU batch job
 # whose name, output path and comment hold spaces and a '|'.
@@ -168,6 +170,50 @@ def test_warnings_must_come_before_the_action() -> None:
         from_mapping({"node_agent": {"idle": {"warn_after_s": [10], "act_after_s": 5}}})
 
 
+def test_override_of_act_after_alone_moves_the_inherited_warnings(tmp_path: Path) -> None:
+    # The override docs/node-agent.md shows: act_after_s alone, under the default warnings.
+    path = write(
+        tmp_path / "site.toml",
+        """
+        [tiers.preemptible]
+        qos = "preemptible"
+        [node_agent.tiers.preemptible.idle]
+        act_after_s = 3600
+        [node_agent.partitions.long.idle]
+        act_after_s = 14400
+        """,
+    )
+    config = load(path)
+    preemptible = config.idle_policy_for(qos="preemptible", partition="gpu")
+    assert preemptible.act_after_s == 3600.0
+    assert preemptible.warn_after_s == (1800.0, 3150.0)  # 1/2 and 7/8 of act_after_s, as the defaults
+    assert config.idle_policy_for(qos="normal", partition="long").warn_after_s == (7200.0, 12600.0)
+    assert config.idle == IdlePolicy()
+    # the same in [node_agent.idle], and a tier override inherits the moved warnings in turn
+    config = from_mapping(
+        {
+            "node_agent": {
+                "idle": {"act_after_s": 600},
+                "tiers": {"preemptible": {"idle": {"act_after_s": 60}}},
+            }
+        }
+    )
+    assert config.idle.warn_after_s == (300.0, 525.0)
+    assert config.idle_by_tier["preemptible"].warn_after_s == (30.0, 52.5)
+
+
+def test_explicit_warnings_in_an_override_are_taken_as_written() -> None:
+    tiers = {"preemptible": {"idle": {"act_after_s": 3600, "warn_after_s": [600]}}}
+    config = from_mapping({"node_agent": {"tiers": tiers}})
+    assert config.idle_by_tier["preemptible"].warn_after_s == (600.0,)
+    bad = {"preemptible": {"idle": {"act_after_s": 3600, "warn_after_s": [3600]}}}
+    with pytest.raises(ConfigError, match=r"node_agent\.tiers\.preemptible\.idle.*before"):
+        from_mapping({"node_agent": {"tiers": bad}})
+    # warn_after_s alone is checked against the inherited act_after_s
+    with pytest.raises(ConfigError, match="before"):
+        from_mapping({"node_agent": {"tiers": {"preemptible": {"idle": {"warn_after_s": [8000]}}}}})
+
+
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.toml", "[node_agent\ninterval_s = 3\n")
     with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
@@ -308,13 +354,17 @@ def test_process_table_finds_a_jobs_processes() -> None:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             snapshot = ProcessTable().scan()
-            mine = snapshot.of_job("999001", "nx")
+            mine = snapshot.claiming("999001", "nx")
             if mine:
                 break
             time.sleep(0.05)
         assert [p.pid for p in mine] == [proc.pid]
-        assert "999001" in snapshot.jobs_on("nx")
-        assert "999001" not in snapshot.jobs_on("ny")
+        assert "999001" in snapshot.claimed_jobs("nx")
+        assert "999001" not in snapshot.claimed_jobs("ny")
+        # a claim is not membership: only Slurm's count makes a process a job's
+        assert snapshot.of_job("999001") == [] and snapshot.jobs() == set()
+        counted = replace(snapshot, slurm_jobs={proc.pid: "999001"})
+        assert [p.pid for p in counted.of_job("999001")] == [proc.pid]
     finally:
         proc.kill()
         proc.wait()
@@ -407,13 +457,16 @@ def test_emulated_utilization_is_the_holding_jobs_cpu(tmp_path: Path) -> None:
     busy = spawn("while True: pass", ready=True, SLURM_JOB_ID="999101", SLURMD_NODENAME="nx")
     idle = spawn("import time; time.sleep(60)", ready=True, SLURM_JOB_ID="999102", SLURMD_NODENAME="nx")
     try:
-        backend = EmulatedBackend("nx", devices=tuple(devices))
+        table = ProcessTable()
+        backend = EmulatedBackend("nx", devices=tuple(devices), procs=table)
         backend.open()
         holders = {0: "999101", 1: "999102"}
-        first = backend.read(ReadHint(holders=holders))
+        # Slurm's count of the jobs' processes (the agent gets it from scontrol listpids)
+        counted = {busy.pid: "999101", idle.pid: "999102"}
+        first = backend.read(ReadHint(holders=holders, procs=replace(table.scan(), slurm_jobs=counted)))
         assert all(s.utilization_pct is None for s in first.samples)  # no previous read yet
         time.sleep(1.0)
-        reading = backend.read(ReadHint(holders=holders))
+        reading = backend.read(ReadHint(holders=holders, procs=replace(table.scan(), slurm_jobs=counted)))
         by_index = {s.index: s for s in reading.samples}
         assert by_index[0].utilization_pct is not None and by_index[0].utilization_pct >= 30
         assert by_index[1].utilization_pct == 0.0
@@ -466,3 +519,92 @@ def test_auto_falls_back_to_emulation_only_outside_dev(tmp_path: Path) -> None:
     with pytest.raises(GpuBackendError) as info:
         open_backend(BackendChoice.EMULATED, "nz", config, ProcessTable())
     assert info.value.reason is BackendUnavailable.NO_GPUS
+
+
+# --- Slurm's count of a job's processes; daemons ------------------------------------------------
+
+LISTPIDS = """PID      JOBID    STEPID   LOCALID GLOBALID
+7760     2        batch    0       0
+7762     2        batch    -       -
+11702    26       0        0       0
+6968     1        extern   -       -
+"""
+
+
+def test_listpids_output_is_read_per_pid() -> None:
+    assert parse_listpids(LISTPIDS) == {7760: "2", 7762: "2", 11702: "26", 6968: "1"}
+    assert parse_listpids("PID      JOBID    STEPID   LOCALID GLOBALID\n") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "job"),
+    [
+        ("12:freezer:/slurm/uid_1000/job_42/step_0/task_0\n0::/\n", "42"),
+        ("0::/system.slice/slurmstepd.scope/job_43/step_batch/user/task_0\n", "43"),
+        ("0::/system.slice/n1_slurmstepd.scope/job_44/step_0/user/task_0\n", "44"),
+        ("4:memory:/slurm_n1/uid_0/job_45/step_batch\n", "45"),
+        ("0::/system.slice/n2_slurmstepd.scope/job_46/step_0\n", None),  # another node's slurmd
+        # a user's own (delegated) cgroup can be named anything: not Slurm's
+        ("0::/user.slice/user-1000.slice/user@1000.service/slurm/uid_1000/job_47\n", None),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
+        ("4:memory:/process_api/a0f0\n0::/\n", None),
+    ],
+)
+def test_only_slurms_own_cgroups_name_a_job(text: str, job: str | None) -> None:
+    assert parse_cgroup(text, "n1") == job
+
+
+def slurm_named(tmp_path: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """A copy of the python binary named ``slurmd``, and a python that renamed itself
+    ``slurmstepd``: both say they belong to job 999201, which runs nowhere."""
+    copy = tmp_path / "slurmd"
+    shutil.copy2(os.path.realpath(sys.executable), copy)
+    env = {**os.environ, "SLURM_JOB_ID": "999201", "SLURMD_NODENAME": "nx"}
+    named = subprocess.Popen(
+        [str(copy), "-S", "-c", "print('ready', flush=True); import time; time.sleep(60)"],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    renamed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "open('/proc/self/comm', 'w').write('slurmstepd'); print('ready', flush=True)\n"
+            "import time; time.sleep(60)",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    for proc in (named, renamed):
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return named, renamed
+
+
+def test_a_process_named_like_a_slurm_daemon_is_not_protected(tmp_path: Path) -> None:
+    named, renamed = slurm_named(tmp_path)
+    try:
+        table = ProcessTable(node="nx")
+        snapshot = replace(table.scan(), slurm_jobs={})  # Slurm counts them in no job
+        assert snapshot.procs[named.pid].comm == "slurmd"
+        assert snapshot.procs[renamed.pid].comm == "slurmstepd"
+        reaper = OrphanReaper(OrphanPolicy(grace_s=0.0), "nx")
+        none = NodeJobs(node="nx", polled_at=0.0)
+        reaper.scan(0.0, none, snapshot, set())
+        due, _ = reaper.scan(1.0, none, snapshot, set())
+        assert {named.pid, renamed.pid} <= {c.pid for c in due}
+        found = identity(named.pid)
+        assert found is not None and found[0] == str(tmp_path / "slurmd")
+        # what does protect: the binary and the uids (here: this python's, run by this user)
+        mine = Daemons(frozenset({os.path.realpath(sys.executable)}), frozenset({os.getuid()}))
+        assert mine.is_daemon(renamed.pid) and not mine.is_daemon(named.pid)
+    finally:
+        for proc in (named, renamed):
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("slurmd") is None or os.geteuid() != 0, reason="needs slurmd, as root")
+def test_the_installed_slurm_binaries_are_daemons() -> None:
+    found = Daemons()
+    assert os.path.realpath(shutil.which("slurmd") or "") in found.binaries
+    assert 0 in found.uids

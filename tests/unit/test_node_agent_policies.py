@@ -19,7 +19,7 @@ from node_agent.config import AgentConfig, HealthPolicy, IdlePolicy, OrphanPolic
 from node_agent.gpu.backend import BackendUnavailable, GpuEvent, GpuInfo, GpuSample, NodeReading, ProcessOnGpu
 from node_agent.policy.health import CheckResult, HealthMonitor, NodeStep
 from node_agent.policy.idle import IdleReclaim, IdleStep
-from node_agent.policy.orphans import OrphanReaper
+from node_agent.policy.orphans import Daemons, OrphanReaper
 from node_agent.policy.site_checks import run_check
 from node_agent.procs import ProcEnv, ProcInfo, ProcSnapshot
 from node_agent.slurm_view import JobDetail, NodeJobs, NodeView
@@ -63,8 +63,12 @@ def proc(
     return ProcInfo(pid, 1, pid * 10, 1000, comm, "S", 0, 1000, ProcEnv(job_id, node, None, readable))
 
 
-def procs(*items: ProcInfo) -> ProcSnapshot:
-    return ProcSnapshot(at=0.0, procs={p.pid: p for p in items})
+def procs(*items: ProcInfo, counted: dict[int, str] | None = None) -> ProcSnapshot:
+    """The processes, with Slurm's count of them: ``counted``, by default the job each one's
+    environment claims on this node (honest processes)."""
+    if counted is None:
+        counted = {p.pid: p.env.job_id for p in items if p.env.job_id is not None and p.env.node == NODE}
+    return ProcSnapshot(at=0.0, procs={p.pid: p for p in items}, slurm_jobs=counted)
 
 
 def reading(*utils: float | None, pids: dict[int, list[int]] | None = None) -> NodeReading:
@@ -121,6 +125,27 @@ def test_gpu_used_outside_an_allocation_is_uncertain_not_free() -> None:
         reading(0, 70, pids={1: [101]}), jobs(job("10", gpus=(0,))), procs(proc(101, "10")), NODE
     )
     assert result[1].holding is Holding.UNCERTAIN
+
+
+def test_a_process_claiming_another_job_is_attributed_to_the_job_slurm_counts_it_in() -> None:
+    # Job 10's process (Slurm counts it in job 10) exports job 11's id and runs on job 10's GPU.
+    state = jobs(job("10", gpus=(0,)), job("11", gpus=(1,)))
+    liar = proc(101, "11")
+    result = attribute(
+        reading(0, 90, pids={0: [101], 1: [201]}),
+        state,
+        procs(liar, proc(201, "11"), counted={101: "10", 201: "11"}),
+        NODE,
+    )
+    assert result[0].holding is Holding.HELD and result[0].job_id == "10"
+    assert result[1].holding is Holding.HELD and result[1].job_id == "11"
+    # the claim alone gives a job nothing: job 12's GPU with only a liar claiming 12 is not held
+    alone = attribute(
+        reading(0, pids={0: [301]}), jobs(job("12", gpus=(0,))), procs(proc(301, "12"), counted={}), NODE
+    )
+    assert alone[0].holding is Holding.UNCERTAIN and "no process" in alone[0].reason
+    unknown = attribute(reading(0), jobs(job("10")), replace(procs(proc(101, "10")), slurm_jobs=None), NODE)
+    assert unknown[0].holding is Holding.UNCERTAIN
 
 
 def test_stray_process_of_a_finished_job_is_reported() -> None:
@@ -243,8 +268,25 @@ def test_a_new_run_of_a_requeued_job_starts_afresh() -> None:
 # --- orphans -----------------------------------------------------------------------------------
 
 
-def reaper(**changes: object) -> OrphanReaper:
-    return OrphanReaper(replace(OrphanPolicy(grace_s=5.0), **changes), NODE, self_pid=99999)  # type: ignore[arg-type]
+USER_PROCESS = ("/usr/bin/python3.11", (1000, 1000, 1000, 1000))
+SLURMSTEPD = ("/usr/sbin/slurmstepd", (0, 0, 0, 0))
+
+
+def daemons(identities: dict[int, tuple[str, tuple[int, ...]]] | None = None) -> Daemons:
+    """Daemon recognition over made-up processes: each is a user's python unless listed."""
+    known = identities or {}
+    return Daemons(
+        frozenset({"/usr/sbin/slurmd", "/usr/sbin/slurmstepd"}),
+        frozenset({0}),
+        identity=lambda pid: known.get(pid, USER_PROCESS),
+    )
+
+
+def reaper(
+    identities: dict[int, tuple[str, tuple[int, ...]]] | None = None, **changes: object
+) -> OrphanReaper:
+    policy = replace(OrphanPolicy(grace_s=5.0), **changes)  # type: ignore[arg-type]
+    return OrphanReaper(policy, NODE, self_pid=99999, daemons=daemons(identities))
 
 
 def test_leftover_of_a_finished_job_is_due_after_the_grace_period_twice_seen() -> None:
@@ -272,11 +314,39 @@ def test_a_process_on_a_gpu_without_any_job_is_only_reported() -> None:
 
 
 def test_protected_processes_are_never_candidates() -> None:
-    r = reaper()
+    r = reaper({700: SLURMSTEPD})
     slurmstepd = proc(700, "7", comm="slurmstepd")
     zombie = replace(proc(701, "7"), state="Z")
     r.scan(0.0, jobs(), procs(slurmstepd, zombie), set())
     assert r.scan(10.0, jobs(), procs(slurmstepd, zombie), set())[0] == []
+
+
+def test_a_daemons_name_protects_nothing_its_binary_and_uid_do() -> None:
+    # comm "slurmd", but a user's python; the real slurmstepd binary, but run by a user; a root
+    # process from a binary that is no daemon's: all three are candidates.
+    r = reaper(
+        {711: ("/usr/sbin/slurmstepd", (1000, 1000, 1000, 1000)), 712: ("/home/alice/slurmd", (0, 0, 0, 0))}
+    )
+    fakes = procs(
+        proc(710, "7", comm="slurmd"), proc(711, "7", comm="slurmstepd"), proc(712, "7", comm="slurmd")
+    )
+    r.scan(0.0, jobs(), fakes, set())
+    assert sorted(c.pid for c in r.scan(10.0, jobs(), fakes, set())[0]) == [710, 711, 712]
+
+
+def test_slurms_count_overrides_the_environment_for_orphans() -> None:
+    r = reaper()
+    # 720 claims finished job 7 but Slurm counts it in running job 10: not an orphan.
+    # 721 claims running job 10 but Slurm does not count it: not job 10's; on a GPU, unattributed.
+    # 722 claims nothing, Slurm counts it in job 7 that is not running here: job 7's orphan.
+    state = procs(proc(720, "7"), proc(721, "10"), proc(722, None), counted={720: "10", 722: "7"})
+    _, reports = r.scan(0.0, jobs(job("10")), state, {721})
+    due, _ = r.scan(10.0, jobs(job("10")), state, {721})
+    assert [c.pid for c in due] == [722] and due[0].job_id == "7"
+    assert [(c.pid, c.job_id) for c in reports] == [(721, None)]
+    # without Slurm's count nothing is decided
+    unknown = replace(state, slurm_jobs=None)
+    assert reaper().scan(0.0, jobs(job("10")), unknown, {721}) == ([], [])
 
 
 def test_an_orphan_that_disappears_is_forgotten() -> None:

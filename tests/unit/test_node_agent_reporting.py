@@ -3,13 +3,18 @@ trip (a real SQLite catalog), Prometheus output, and the light sampling path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hpcplat.slurm.state import JobState
 from node_agent.attribution import GpuAttribution, Holding
+from node_agent.config import ConfigError, from_mapping
 from node_agent.events import JOB_EVENTS_FILE, EventKind, EventRecorder, Owner
 from node_agent.gpu.backend import GpuInfo, GpuSample
 from node_agent.metrics import GpuRow, MetricsServer, Snapshot, SnapshotCollector
@@ -212,6 +218,81 @@ def test_metrics_parse_with_prometheus_parser() -> None:
         "hpcplat_gpu_temperature_celsius" not in text
         or not families["hpcplat_gpu_temperature_celsius"].samples
     )
+
+
+def serve(**limits: float) -> MetricsServer:
+    collector = SnapshotCollector()
+    collector.publish(Snapshot(node="n1", backend="emulated", backend_reason="", at=0.0, slurm_ok=True))
+    server = MetricsServer(collector, **limits)  # type: ignore[arg-type]
+    server.start("127.0.0.1", 0)
+    return server
+
+
+def http(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send ``request``; (status, body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_metrics_answer_only_get_and_head_of_metrics() -> None:
+    server = serve()
+    try:
+        status, body = http(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and b"hpcplat_node_agent_slurm_up" in body
+        assert http(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n") == (200, b"")
+        status, _ = http(server.port, b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        assert status == 405
+        assert http(server.port, b"PUT /metrics HTTP/1.1\r\n\r\n")[0] == 405
+        assert http(server.port, b"GET / HTTP/1.1\r\n\r\n")[0] == 404
+        assert http(server.port, b"GET /metrics/../etc HTTP/1.1\r\n\r\n")[0] == 404
+        assert http(server.port, b"nonsense\r\n\r\n")[0] == 400
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{server.port}/metrics", data=b"x"), timeout=5
+            )
+        assert info.value.code == 405
+    finally:
+        server.stop()
+
+
+def test_half_open_connections_do_not_exhaust_the_metrics_server() -> None:
+    server = serve(max_connections=8, client_timeout_s=1.0)
+    threads_before = threading.active_count()
+    started = time.monotonic()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):  # connected, never sending a request
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        assert threading.active_count() <= threads_before  # no thread per connection
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read()
+        assert b"hpcplat_node_agent_backend_up" in text
+        assert time.monotonic() - started < 5
+        # a client that trickles its request is cut off after client_timeout_s in all
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as slow:
+            slow.sendall(b"GET /metr")
+            time.sleep(1.5)
+            with contextlib.suppress(OSError):
+                slow.sendall(b"ics HTTP/1.1\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert slow.recv(100) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def test_the_metrics_address_is_loopback_unless_configured() -> None:
+    assert from_mapping({}).metrics_address == "127.0.0.1"
+    assert from_mapping({"node_agent": {"metrics_address": "10.1.2.3"}}).metrics_address == "10.1.2.3"
+    with pytest.raises(ConfigError, match="metrics_address must be an IP address"):
+        from_mapping({"node_agent": {"metrics_address": "node1.example.org"}})
+    with pytest.raises(ConfigError, match="metrics_max_connections"):
+        from_mapping({"node_agent": {"metrics_max_connections": 0}})
 
 
 def run_agent(

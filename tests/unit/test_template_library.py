@@ -98,3 +98,50 @@ def test_render_errors_are_usage_errors() -> None:
         library.render("single-gpu", {"command": "x", "job_name": "a\n#SBATCH --uid=0"})
     with pytest.raises(UsageError, match="KEY=VALUE"):
         library.parse_assignments(["novalue"])
+
+
+def test_sbatch_directives_are_read_as_sbatch_reads_them() -> None:
+    script = (
+        "#!/bin/bash\n"
+        "# a comment\n"
+        '#SBATCH --job-name="a b # c"\n'
+        "#SBATCH -N 2\n"
+        "#SBATCH --gres=gpu:a100:2 -c4\n"
+        "#SBATCH --mem 8G  # per node\n"
+        "\n"
+        "echo run\n"
+        "#SBATCH --nodes=9\n"
+    )
+    assert library.sbatch_directives(script) == {
+        "job-name": "a b # c",
+        "nodes": "2",
+        "gres": "gpu:a100:2",
+        "cpus-per-task": "4",
+        "mem": "8G",
+    }
+
+
+def test_documented_ddp_example_fits_a_four_cpu_four_gpu_node() -> None:
+    # docs/submission.md: --set nodes=2 --set gpus_per_node=4 (the sandbox's nodes: 4 CPUs, 4 GPUs)
+    script = library.render(
+        "multi-node-ddp", {"command": "python ddp.py", "nodes": "2", "gpus_per_node": "4"}
+    )
+    r = library.requested("multi-node-ddp", script).resources
+    assert (r.nodes, r.tasks_per_node, r.gpus_per_node, r.memory_mb) == (2, 4, 4, None)
+    assert r.tasks_per_node * r.cpus_per_task <= 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_leave_memory_to_the_cluster(name: str) -> None:
+    values = {"command": "python train.py", "params_file": "/p.jsonl"} if name == "array-sweep" else {}
+    script = library.render(name, values or {"command": "python train.py"})
+    request = library.requested(name, script)
+    assert request.resources.memory_mb is None  # no --mem, or --mem=0 (all of each node): always fits
+    assert request.resources.tasks_per_node * request.resources.cpus_per_task <= 4
+
+
+def test_requested_names_a_value_slurm_cannot_read() -> None:
+    with pytest.raises(UsageError, match=r"--mem: not a memory size: 'lots'"):
+        library.requested("single-gpu", library.render("single-gpu", {"command": "x", "mem": "lots"}))
+    with pytest.raises(UsageError, match=r"resources.nodes: must be at least 1, got 0"):
+        library.requested("multi-node-ddp", library.render("multi-node-ddp", {"command": "x", "nodes": "0"}))
