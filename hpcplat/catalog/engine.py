@@ -70,10 +70,11 @@ def make_engine(url: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_
         path = sqlite_path(url)
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path.parent)
+                touch_private(path)  # before SQLite creates it 0644 (its -wal/-shm files follow)
             except OSError as exc:
                 raise CatalogError(
-                    f"cannot create the directory of the catalog database {path}: {exc.strerror}",
+                    f"cannot create the catalog database {path}: {exc.strerror}",
                     hint="set [catalog] url in the site configuration to a writable local path",
                 ) from exc
         engine = sa.create_engine(

@@ -4,7 +4,8 @@ reached from a compute node, ingested later by ``hpcplat reconcile`` (pure stdli
 Each line is one flushed batch: ``{"t": "m", "r": run, "a": attempt, "pts": [[step, name, value,
 time], ...]}`` for metrics, ``{"t": "p", ...}`` for params, ``{"t": "a", ...}`` for artifacts.
 A line is written with one ``write`` and ``fsync``'d; a torn last line (the job died mid-write)
-is not ingested, and the ingested byte offset is kept in ``<file>.offset``.
+is not ingested, and the ingested byte offset is kept in ``<file>.offset``. Files are created
+mode 0600 and directories 0700 (:mod:`hpcplat.private`): metrics are their owner's business.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import socket
 from pathlib import Path
 from typing import Any
+
+from hpcplat.private import FILE_MODE, make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,9 @@ def append(path: Path, records: list[dict[str, Any]]) -> None:
     """Append records, one line each, and fsync before returning."""
     if not records:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         view = memoryview(data)
         while view:
@@ -78,5 +81,7 @@ def read_offset(path: Path) -> int:
 def write_offset(path: Path, offset: int) -> None:
     target = offset_path(path)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.write_text(str(offset))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(offset))
     os.replace(tmp, target)

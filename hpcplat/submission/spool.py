@@ -5,7 +5,8 @@ untracked. Rather than lose it, the submission layer writes one JSON file per su
 ``hpcplat reconcile`` attaches it to its run once the catalog is reachable (and deletes the file).
 
 Directory: ``$HPCPLAT_SPOOL_DIR``, else ``$XDG_STATE_HOME/hpcplat/reconcile`` (``~/.local/state/...``).
-Files are written atomically (``os.replace``); pure stdlib.
+Files are written atomically (``os.replace``), mode 0600 in directories hpcplat creates 0700; pure
+stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from hpcplat.private import make_private_dir
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def write_pending(run_id: str, job_id: str, *, catalog_url: str, reason: str) ->
         written_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     directory = spool_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_dir(directory)
     target = directory / f"{run_id}.json"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pending-", suffix=".json")
     try:

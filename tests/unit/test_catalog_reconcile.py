@@ -270,6 +270,22 @@ def test_pending_records_from_the_submission_layer(
     assert not record.exists()
 
 
+def test_pending_records_are_private_to_their_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending = pytest.importorskip("hpcplat.submission.spool")
+    monkeypatch.delenv("HPCPLAT_SPOOL_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    old_umask = os.umask(0o022)
+    try:
+        record = pending.write_pending("r" * 36, "800", catalog_url="sqlite:///x", reason="down")
+    finally:
+        os.umask(old_umask)
+    assert record.stat().st_mode & 0o777 == 0o600
+    for directory in (tmp_path / "state", tmp_path / "state" / "hpcplat", record.parent):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
 @pytest.mark.parametrize(
     ("states", "expected"),
     [

@@ -383,6 +383,23 @@ def test_new_sqlite_catalog_is_created_on_first_use(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_new_sqlite_catalog_is_private_to_its_owner(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir(mode=0o755)
+    url = f"sqlite:///{tmp_path / 'shared' / 'mine' / 'deeper' / 'catalog.db'}"
+    old_umask = os.umask(0o022)
+    try:
+        with Catalog.open(url) as catalog:
+            catalog.record_intent(_intent())
+            files = sorted((tmp_path / "shared" / "mine" / "deeper").iterdir())
+            modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+    finally:
+        os.umask(old_umask)
+    assert modes == {"catalog.db": "0o600", "catalog.db-shm": "0o600", "catalog.db-wal": "0o600"}
+    for directory in ("shared/mine", "shared/mine/deeper"):
+        assert oct((tmp_path / directory).stat().st_mode & 0o777) == "0o700", directory
+    assert oct((tmp_path / "shared").stat().st_mode & 0o777) == "0o755"  # not created by hpcplat
+
+
 @pytest.mark.postgres
 def test_postgres_without_schema_says_to_upgrade(postgres_server: object) -> None:
     url = postgres_server.create_database()  # type: ignore[attr-defined]

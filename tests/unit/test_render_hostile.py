@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcplat.siteconfig import from_data
+from hpcplat.siteconfig import current_user, from_data
 from hpcplat.spec import Environment, JobSpec, SpecError
 from hpcplat.submission import library
 from hpcplat.submission.render import render
@@ -113,7 +113,7 @@ def test_hostile_values_arrive_intact(hostile: str, tmp_path: Path) -> None:
     assert env["USER_VALUE"] == hostile
     assert json.loads(env["HPCPLAT_PARAMS"]) == {"p": hostile, "n": 1}
     assert env["HPCPLAT_CHECKPOINT_DIR"] == str(tmp_path / ("ckpt " + hostile.replace("/", "_")))
-    assert env["HPCPLAT_JOB_DIR"] == str(tmp_path / "jobs dir; $(x)" / "4242")
+    assert env["HPCPLAT_JOB_DIR"] == str(tmp_path / "jobs dir; $(x)" / current_user() / "4242")
     assert Path(env["HPCPLAT_CHECKPOINT_DIR"]).is_dir()
     assert_nothing_ran(tmp_path)
 

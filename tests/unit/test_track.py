@@ -251,6 +251,37 @@ def test_a_refused_write_is_spooled_not_lost(catalog: Catalog, tmp_path: Path) -
     assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("in_job", [True, False], ids=["job-dir", "home-cache"])
+def test_spool_files_are_private_to_their_owner(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_job: bool
+) -> None:
+    """Metrics spooled on a shared node are readable by their owner only, whatever the umask."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    old_umask = os.umask(0o022)
+    try:
+        job_dir = tmp_path / "job" if in_job else None
+        tracker = track.init(run_id="0" * 36, url=catalog.url, job_dir=str(job_dir) if job_dir else None)
+        track.log_metric(step=0, loss=1.0)
+        track.flush()
+        assert tracker.points_spooled == 1
+        base = job_dir if job_dir else tmp_path / "home" / ".cache" / "hpcplat"
+        (spooled,) = (base / "spool").glob("*.jsonl")
+        with pytest.raises(Exception, match="refers to a run this catalog does not have"):
+            catalog.ingest_spool(spooled)  # the offset file is not written for an unknown run
+        from hpcplat.catalog import spool
+
+        spool.write_offset(spooled, 1)
+    finally:
+        os.umask(old_umask)
+    assert _mode(spooled) == 0o600 and _mode(spool.offset_path(spooled)) == 0o600
+    created = [base / "spool", base] if in_job else [base / "spool", base, base.parent, base.parent.parent]
+    assert [oct(_mode(d)) for d in created] == [oct(0o700)] * len(created)
+
+
 def test_points_logged_before_a_checkpoint_survive_a_kill_right_after_it(
     catalog: Catalog, catalog_url: str, tmp_path: Path
 ) -> None:
