@@ -166,15 +166,28 @@ def parse_distribution(name: str, value: Any) -> Distribution:
             raise SpecError(
                 [Problem(where, f"unknown distribution {kind_text!r}; allowed: {allowed}")]
             ) from None
-        low, high = value.get("min"), value.get("max")
-        if not isinstance(low, int | float) or not isinstance(high, int | float) or low > high:
-            raise SpecError([Problem(where, "needs numbers min <= max")])
+        low, high = _finite_number(value.get("min")), _finite_number(value.get("max"))
+        if low is None or high is None or low > high:
+            got = f"got min={value.get('min')!r}, max={value.get('max')!r}"
+            raise SpecError([Problem(where, f"needs finite numbers min <= max, {got}")])
         if kind is DistributionKind.LOGUNIFORM and low <= 0:
             raise SpecError([Problem(where, "loguniform needs min > 0")])
         return Distribution(kind, low=float(low), high=float(high))
     if value is None or isinstance(value, str | int | float | bool):
         return Distribution(DistributionKind.CHOICE, (value,))
     raise SpecError([Problem(where, "give a list of values or {distribution: ..., min: ..., max: ...}")])
+
+
+def _finite_number(value: object) -> float | None:
+    """``value`` as a finite number, or ``None``. A string is read as a float: YAML 1.1 (PyYAML)
+    leaves ``1e-5`` (no dot) as text, and a sweep file's ``min: 1e-5`` means the number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_cli_parameter(text: str) -> tuple[str, Distribution]:

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from hpcplat.errors import CatalogError, UsageError
+from hpcplat.private import make_private_dir, touch_private
 
 BUSY_TIMEOUT_MS = 30_000
 DEFAULT_CONNECT_TIMEOUT_S = 10.0

@@ -82,9 +82,13 @@ def _file_lock(engine: Engine, timeout_s: float = 60.0) -> Iterator[None]:
         yield
         return
     import fcntl
+    import os
     import time
 
-    with open(f"{database}.lock", "a") as handle:
+    from hpcplat.private import FILE_MODE
+
+    fd = os.open(f"{database}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    with os.fdopen(fd, "a") as handle:
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -413,7 +413,9 @@ class Catalog:
                 f"run reference {ref!r} is too short", hint="give at least 4 characters of the run id"
             )
         with self._read() as s:
-            matches = s.exec(select(Run.id).where(col(Run.id).startswith(ref, autoescape=True)).limit(5)).all()
+            matches = s.exec(
+                select(Run.id).where(col(Run.id).startswith(ref, autoescape=True)).limit(5)
+            ).all()
         if not matches:
             raise UsageError(f"no run {ref!r} in the catalog", hint="list runs with `hpcplat runs`")
         if len(matches) > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 
 import click
@@ -16,7 +17,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """``7d``, ``12h``, ``2w`` back from now, or an ISO date (``2026-11-01``)."""
     now = now or datetime.now()
     text = text.strip()
-    if text and text[-1] in _UNITS and text[:-1].isdigit():
+    if text and text[-1] in _UNITS and re.fullmatch(r"[0-9]{1,6}", text[:-1]):
         return now - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
     try:
         return datetime.fromisoformat(text)

@@ -263,11 +263,11 @@ class JobId:
         return tasks
 
 
-_JOB_ID = re.compile(
-    r"^(?P<job>\d+)"
-    r"(?:_(?:(?P<task>\d+)|\[(?P<pending>[0-9,\-:%]+)\]))?"
-    r"(?:\+(?P<het>\d+))?"
-    r"(?:\.(?P<step>[A-Za-z0-9_]+))?$"
+_JOB_ID = re.compile(  # [0-9], not \d (any script's digits); \Z, not $ (a trailing newline)
+    r"(?P<job>[0-9]{1,18})"
+    r"(?:_(?:(?P<task>[0-9]{1,9})|\[(?P<pending>[0-9,\-:%]+)\]))?"
+    r"(?:\+(?P<het>[0-9]{1,9}))?"
+    r"(?:\.(?P<step>[A-Za-z0-9_]+))?\Z"
 )
 
 

@@ -168,26 +168,53 @@ def _read_yaml(path: str, text: str) -> Document:
         raise UsageError(f"malformed spec file: {path}: {exc}") from None
     finally:
         loader.dispose()
-    doc = Document(path=path, data=data)
+    lines: dict[str, int] = {}
     if node is not None:
-        _yaml_lines(node, "", doc.lines)
+        _yaml_lines(node, path, lines)
+    doc = Document(path=path, data=data)
+    doc.lines.update(lines)
     return doc
 
 
-def _yaml_lines(node: Any, path: str, lines: dict[str, int]) -> None:
+MAX_YAML_NODES = 100_000
+"""Nodes a spec may expand to, aliases included: a job spec is small, and aliases of aliases can
+otherwise expand to billions of values (the "billion laughs" document)."""
+
+
+def _yaml_lines(root: Any, doc_path: str, lines: dict[str, int]) -> None:
+    """Record the line of every field, refusing a self-referencing anchor (``a: &x [*x]`` would
+    recurse forever) and a document that expands past :data:`MAX_YAML_NODES` nodes."""
     import yaml
 
-    if path:
-        lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            lines[child] = key_node.start_mark.line + 1
-            _yaml_lines(value_node, child, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _yaml_lines(item, f"{path}[{i}]", lines)
+    stack: list[tuple[Any, str, tuple[int, ...]]] = [(root, "", ())]
+    visited = 0
+    while stack:
+        node, path, ancestors = stack.pop()
+        visited += 1
+        if visited > MAX_YAML_NODES:
+            raise UsageError(
+                f"spec file too large: {doc_path} expands to more than {MAX_YAML_NODES:,} values "
+                "(aliases of aliases?)",
+                hint="write the spec without nested YAML aliases",
+            )
+        if id(node) in ancestors:
+            raise UsageError(
+                f"malformed spec file: {doc_path}:{node.start_mark.line + 1}: a YAML anchor refers to "
+                "itself (the value would be infinite)",
+                hint="remove the alias (*name) that points back into its own anchor (&name)",
+            )
+        if path:
+            lines.setdefault(path, node.start_mark.line + 1)
+        inner = (*ancestors, id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                lines[child] = key_node.start_mark.line + 1
+                stack.append((value_node, child, inner))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                stack.append((item, f"{path}[{i}]", inner))
 
 
 # -- TOML ---------------------------------------------------------------------------------------

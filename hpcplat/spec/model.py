@@ -12,6 +12,8 @@ loader can point at the line.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,12 +36,19 @@ ParamValue: TypeAlias = str | int | float | bool | None
 SPEC_VERSION = 1
 MAX_NAME_LENGTH = 200
 MAX_SIGNAL_WARN_S = 65535
+MAX_PARAMS_BYTES = 64 * 1024
+"""The params of one job as JSON (they are recorded in the catalog and exported to the job)."""
+MAX_ENV_BYTES = 64 * 1024
+"""The job's own environment variables, names and values together."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_TIER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_TIER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
+_JOB_ID = re.compile(r"[0-9]{1,18}(?:_[0-9]{1,9})?\Z")
+"""Patterns end with ``\\Z``, never ``$`` (which lets a trailing newline through), and say
+``[0-9]``, never ``\\d`` (which takes any script's digits); they are used with ``match``."""
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")
 _RESERVED_ENV_PREFIXES = ("SLURM_", "HPCPLAT_")
 
 
@@ -102,6 +111,21 @@ def _check_text(problems: _Problems, path: str, value: object, *, allow_empty: b
         problems.add(path, "must not be empty")
     elif _CONTROL.search(value):
         problems.add(path, f"must not contain control characters such as newlines (got {value!r})")
+
+
+def _check_size(problems: _Problems, path: str, value: Mapping[str, object], limit: int) -> None:
+    """A mapping whose JSON text is at most ``limit`` bytes (each value goes into the job's
+    environment, where one string past 128 KiB makes every program of the job fail to start)."""
+    try:
+        size = len(json.dumps(dict(value), default=str).encode())
+    except (TypeError, ValueError):  # reported by the type checks
+        return
+    if size > limit:
+        problems.add(
+            path,
+            f"too large: {size:,} bytes, at most {limit:,}; pass large inputs as a file or a dataset "
+            "and put its path here",
+        )
 
 
 def _check_path(problems: _Problems, path: str, value: object) -> None:
@@ -212,6 +236,7 @@ class Environment:
                 problems.add(where, f"must be a string, got {type(value).__name__}")
             elif "\x00" in value:
                 problems.add(where, "must not contain a NUL character")
+        _check_size(problems, f"{at}.vars", self.vars, MAX_ENV_BYTES)
 
 
 @dataclass(frozen=True)
@@ -325,6 +350,13 @@ class JobSpec:
                 problems.add(
                     f"params.{key}", f"must be a string, number, boolean or null, got {type(value).__name__}"
                 )
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.add(
+                    f"params.{key}",
+                    f"must be a finite number, got {value} (JSON, which carries params to the job, has no "
+                    "NaN or infinity; pass it as a string if the program parses it)",
+                )
+        _check_size(problems, "params", self.params, MAX_PARAMS_BYTES)
         for name in ("workdir", "checkpoint_dir"):
             value = getattr(self, name)
             if value is not None:
@@ -497,8 +529,8 @@ def _opt_int(problems: _Problems, path: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        if isinstance(value, str) and _INT_TEXT.match(value.strip()):
+            return int(value.strip())
         problems.add(path, f"must be a whole number, got {value!r}")
         return None
     return value
@@ -546,12 +578,16 @@ def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = T
     if res.get("memory") is not None:
         try:
             resource_kw["memory_mb"] = parse_memory_mb(res["memory"])
-        except (ValueError, TypeError, AttributeError):
+        except ValueError as exc:  # the parser's message says what is wrong and what is allowed
+            problems.add("resources.memory", str(exc))
+        except (TypeError, AttributeError):
             problems.add("resources.memory", f"not a memory size: {res['memory']!r}; use {MEMORY_FORMS}")
     if res.get("time") is not None:
         try:
             resource_kw["time_limit_min"] = parse_time_minutes(res["time"])
-        except (ValueError, TypeError, AttributeError):
+        except ValueError as exc:
+            problems.add("resources.time", str(exc))
+        except (TypeError, AttributeError):
             problems.add("resources.time", f"not a time limit: {res['time']!r}; use {TIME_FORMS}")
 
     env = _mapping(problems, "environment", data.get("environment"))

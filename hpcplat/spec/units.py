@@ -11,9 +11,15 @@ import math
 import re
 
 _SUFFIX_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_SHORT_TIME = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h|d)$", re.IGNORECASE)
-_SLURM_TIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<rest>\d+(?::\d+){0,2})$")
-_MEMORY = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:I?B)?$", re.IGNORECASE)
+# ASCII digits only ([0-9], not \d) and \Z, not $ (which lets a trailing newline through); at most
+# 12 digits a number, so no value overflows a float or Slurm's own fields.
+_SHORT_TIME = re.compile(r"(?P<n>[0-9]{1,12}(?:\.[0-9]{1,6})?)[ \t]*(?P<unit>s|m|min|h|d)\Z", re.IGNORECASE)
+_SLURM_TIME = re.compile(r"(?:(?P<days>[0-9]{1,6})-)?(?P<rest>[0-9]{1,12}(?::[0-9]{1,12}){0,2})\Z")
+_MEMORY = re.compile(r"(?P<n>[0-9]{1,12}(?:\.[0-9]{1,6})?)[ \t]*(?P<unit>[KMGT]?)(?:I?B)?\Z", re.IGNORECASE)
+MAX_TIME_MINUTES = 365 * 1440
+"""A year: longer than any site's MaxTime; Slurm's own limit is a 32-bit count of minutes."""
+MAX_MEMORY_MB = 1 << 40
+"""A million terabytes per node: far past any machine, far below Slurm's 64-bit field."""
 _MEMORY_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 TIME_FORMS = "minutes (90), H:MM:SS (1:30:00), D-HH (2-12), D-HH:MM:SS (1-00:00:00) or 90m / 2h / 1d"
@@ -25,9 +31,7 @@ def parse_time_minutes(value: str | int) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a time limit, got {value!r}; use {TIME_FORMS}")
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"time limit must be at least 1 minute, got {value}")
-        return value
+        return _at_least_one(value, str(value))
     text = value.strip()
     short = _SHORT_TIME.match(text)
     if short:
@@ -61,6 +65,8 @@ def parse_time_minutes(value: str | int) -> int:
 def _at_least_one(minutes: int, text: str) -> int:
     if minutes < 1:
         raise ValueError(f"time limit must be at least 1 minute, got {text!r}")
+    if minutes > MAX_TIME_MINUTES:
+        raise ValueError(f"time limit {text!r} is longer than a year; use at most 365-00:00:00")
     return minutes
 
 
@@ -78,15 +84,16 @@ def parse_memory_mb(value: str | int) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a memory size, got {value!r}; use {MEMORY_FORMS}")
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"memory must be at least 1 MB, got {value}")
-        return value
-    match = _MEMORY.match(value.strip())
-    if match is None:
-        raise ValueError(f"not a memory size: {value!r}; use {MEMORY_FORMS}")
-    megabytes = math.ceil(float(match.group("n")) * _MEMORY_FACTOR_MB[match.group("unit").upper()])
+        megabytes = value
+    else:
+        match = _MEMORY.match(value.strip())
+        if match is None:
+            raise ValueError(f"not a memory size: {value!r}; use {MEMORY_FORMS}")
+        megabytes = math.ceil(float(match.group("n")) * _MEMORY_FACTOR_MB[match.group("unit").upper()])
     if megabytes < 1:
         raise ValueError(f"memory must be at least 1 MB, got {value!r}")
+    if megabytes > MAX_MEMORY_MB:
+        raise ValueError(f"memory {value!r} is more than any node has; use at most {MAX_MEMORY_MB >> 20}T")
     return megabytes
 
 

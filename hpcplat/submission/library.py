@@ -250,14 +250,19 @@ class Request:
     account: str | None
 
 
+def _is_count(text: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true), and few enough to be a real count."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def _gpus_per_node(options: dict[str, str]) -> int:
-    if options.get("gpus-per-node", "").isdigit():
+    if _is_count(options.get("gpus-per-node", "")):
         return int(options["gpus-per-node"])
     total = 0
     for item in options.get("gres", "").split(","):
         pieces = item.strip().split(":")
         if pieces[0] in ("gpu", "gres/gpu"):
-            total += int(pieces[-1]) if len(pieces) > 1 and pieces[-1].isdigit() else 1
+            total += int(pieces[-1]) if len(pieces) > 1 and _is_count(pieces[-1]) else 1
     return total
 
 
@@ -273,7 +278,7 @@ def requested(name: str, script: str) -> Request:
         if text is None or text == "":
             return default
         head = text.split("-", 1)[0]  # --nodes=2-4: at least 2
-        if not head.isdigit():
+        if not _is_count(head):
             raise UsageError(f"template {name!r}: --{key}={text!r} is not a whole number")
         return int(head)
 

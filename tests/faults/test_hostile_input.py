@@ -65,6 +65,15 @@ HOSTILE = [
     "=",
     "@",
     "*",
+    # Numbers that overflow, digits of other scripts, trailing newlines (a `$` in a pattern lets
+    # them through), non-finite floats.
+    "9" * 300,
+    "١٢",
+    "²",
+    "12\n",
+    "nan",
+    "-inf",
+    "1e999",
 ]
 KNOWN_OPTIONS = {
     "file", "name", "nodes", "tasks-per-node", "gpus-per-node", "cpus-per-task", "mem", "time", "tier",
@@ -115,7 +124,11 @@ invalid_option = st.one_of(
     st.tuples(st.just("--dataset"), hostile.map(lambda s: f"nosuch-{s}@1")),
     st.tuples(st.just("--max-requeues"), st.integers(-100, -1).map(str) | hostile.filter(_not_int)),
     st.tuples(st.just("--signal-warn"), st.integers(-100, -1).map(str)),
-    st.tuples(st.just("--after"), hostile.filter(lambda s: not s.strip().isdigit())),
+    st.tuples(st.just("--after"), hostile.filter(lambda s: not (s.isascii() and s.isdigit()))),
+    st.tuples(st.just("--time"), st.integers(10**6, 10**400).map(str)),
+    st.tuples(st.just("--mem"), st.integers(10**13, 10**400).map("{}T".format)),
+    st.tuples(st.just("--param"), st.sampled_from(["nan", "inf", "-inf", "NaN", "1e999"]).map("K={}".format)),
+    st.tuples(st.just("--env"), hostile.map("FOO{}\n=x".format)),
     st.tuples(
         st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
         .filter(lambda s: s.strip("-") and s not in KNOWN_OPTIONS)
@@ -190,6 +203,11 @@ def spec_files(draw: st.DrawFn) -> tuple[str, bytes]:
                 "--- \n- not\n- a\n- mapping\n",
                 "command: true\nresources: {nodes: 99999999999999999999999}\n",
                 "command: true\nresources: {time: 1e400, memory: -1}\n",
+                'command: ["true"]\nresources: {nodes: "--1", gpus_per_node: "²"}\n',
+                'command: ["true"]\nbogus: &x [*x]\n',
+                'command: ["true"]\nbogus: &x {k: *x}\n',
+                'command: ["true"]\nparams: {lr: .nan, big: "' + "x" * 100_000 + '"}\n',
+                'command: ["true"]\ndepends_on: ["12\\n", "١٢"]\n',
             ]
         )
     )

@@ -270,9 +270,7 @@ def test_pending_records_from_the_submission_layer(
     assert not record.exists()
 
 
-def test_pending_records_are_private_to_their_owner(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pending_records_are_private_to_their_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pending = pytest.importorskip("hpcplat.submission.spool")
     monkeypatch.delenv("HPCPLAT_SPOOL_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

@@ -394,7 +394,9 @@ def test_new_sqlite_catalog_is_private_to_its_owner(tmp_path: Path) -> None:
             modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
     finally:
         os.umask(old_umask)
-    assert modes == {"catalog.db": "0o600", "catalog.db-shm": "0o600", "catalog.db-wal": "0o600"}
+    assert modes == {
+        name: "0o600" for name in ("catalog.db", "catalog.db-shm", "catalog.db-wal", "catalog.db.lock")
+    }
     for directory in ("shared/mine", "shared/mine/deeper"):
         assert oct((tmp_path / directory).stat().st_mode & 0o777) == "0o700", directory
     assert oct((tmp_path / "shared").stat().st_mode & 0o777) == "0o755"  # not created by hpcplat

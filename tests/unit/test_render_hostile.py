@@ -112,6 +112,7 @@ def test_hostile_values_arrive_intact(hostile: str, tmp_path: Path) -> None:
     assert out["cwd"] == str(workdir)
     assert env["USER_VALUE"] == hostile
     assert json.loads(env["HPCPLAT_PARAMS"]) == {"p": hostile, "n": 1}
+    assert json.loads(Path(env["HPCPLAT_PARAMS_FILE"]).read_text()) == {"p": hostile, "n": 1}
     assert env["HPCPLAT_CHECKPOINT_DIR"] == str(tmp_path / ("ckpt " + hostile.replace("/", "_")))
     assert env["HPCPLAT_JOB_DIR"] == str(tmp_path / "jobs dir; $(x)" / current_user() / "4242")
     assert Path(env["HPCPLAT_CHECKPOINT_DIR"]).is_dir()

@@ -18,6 +18,7 @@ from hpcplat.spec import (
     parse_memory_mb,
     parse_time_minutes,
 )
+from hpcplat.spec.units import MAX_TIME_MINUTES
 
 
 def full_spec() -> JobSpec:
@@ -219,7 +220,7 @@ def test_bad_memory(text: str) -> None:
         parse_memory_mb(text)
 
 
-@given(st.integers(min_value=1, max_value=400 * 1440))
+@given(st.integers(min_value=1, max_value=MAX_TIME_MINUTES))
 def test_time_format_round_trips(minutes: int) -> None:
     assert parse_time_minutes(format_time_minutes(minutes)) == minutes
 

@@ -107,6 +107,22 @@ def test_sweep_file(tmp_path: Path) -> None:
     assert len(sweep.points()) == 5 and sweep.job.resources.gpus_per_node == 1
 
 
+def test_sweep_file_reads_exponents_without_a_dot(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) leaves ``1e-5`` as a string; the sweep file means the number."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "method: random\nsamples: 4\nparameters: {lr: {distribution: loguniform, min: 1e-5, max: 1e-1}}\n"
+        "job: {command: python train.py}\n"
+    )
+    sweep = load_sweep_file(path)
+    assert sweep.parameters["lr"].low == 1e-5 and sweep.parameters["lr"].high == 0.1
+    assert all(1e-5 <= p["lr"] <= 0.1 for p in sweep.points())  # type: ignore[operator]
+    for bad in ("min: low, max: 1", "min: .nan, max: 1", "min: 2, max: 1", "min: true, max: 2"):
+        path.write_text(f"parameters: {{lr: {{distribution: uniform, {bad}}}}}\njob: {{command: x}}\n")
+        with pytest.raises(UsageError, match=r"sweep\.yaml:1: parameters\.lr: needs finite numbers min <= max, got"):
+            load_sweep_file(path)
+
+
 def test_sweep_file_errors_name_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "sweep.yaml"
     path.write_text("parameters:\n  lr: [0.1]\njob:\n  command: [python, t.py]\n  resources:\n    nodes: 0\n")
