@@ -41,11 +41,11 @@ from hpcplat.sandbox import Sandbox  # noqa: E402
 from hpcplat.siteconfig import SiteConfig, load  # noqa: E402
 from hpcplat.slurm.cli_backend import CliBackend  # noqa: E402
 from hpcplat.slurm.models import SubmitResult  # noqa: E402
+from hpcplat.slurm.watcher import Watcher  # noqa: E402
 from hpcplat.spec import JobSpec, Resources  # noqa: E402
 from hpcplat.submission import service  # noqa: E402
 from hpcplat.submission.render import render  # noqa: E402
-from hpcplat.sweep import Sweep, parse_distribution, submit_sweep  # noqa: E402
-from hpcplat.watcher import Watcher  # noqa: E402
+from hpcplat.submission.sweep import Sweep, parse_distribution, submit_sweep  # noqa: E402
 
 
 class HeldClient(CliBackend):

@@ -12,10 +12,11 @@ Everything else stays: ``update_parameters`` with submitit's names (``timeout_mi
 folder format. What changes underneath:
 
 * the job is a :class:`hpcplat.spec.JobSpec` submitted by :func:`hpcplat.submission.submit`
-  (arrays by :func:`hpcplat.sweep.submit_sweep`): validated against the cluster first, recorded in
-  the catalog with its provenance, placed by priority ``tier=`` (partition, QOS, ``--requeue`` and
-  the ``SIGUSR1`` warning of preemptible tiers), run on every task through ``hpcplat.launch``;
-* status comes from the process's one shared :class:`hpcplat.watcher.Watcher` (one batched
+  (arrays by :func:`hpcplat.submission.sweep.submit_sweep`): validated against the cluster first,
+  recorded in the catalog with its provenance, placed by priority ``tier=`` (partition, QOS,
+  ``--requeue`` and the ``SIGUSR1`` warning of preemptible tiers), run on every task through
+  ``hpcplat.launch``;
+* status comes from the process's one shared :class:`hpcplat.slurm.watcher.Watcher` (one batched
   ``squeue`` per cycle for every job, with back-off) instead of a ``sacct`` poller per process, and
   a preempted job waiting to run again is not "done";
 * a callable or argument that cannot be pickled is a :class:`UsageError` naming it, raised before
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
     from hpcplat.catalog import Catalog
     from hpcplat.siteconfig import SiteConfig
     from hpcplat.slurm.client import SlurmClient
+    from hpcplat.slurm.watcher import Watcher
     from hpcplat.spec import JobSpec
-    from hpcplat.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ OTHER_CLUSTERS = ("local", "debug")
 
 class SharedWatcherAdapter(core.InfoWatcher):
     """What submitit's ``Job`` asks its class-level watcher, answered by the process's one
-    :class:`hpcplat.watcher.Watcher` (one ``squeue`` per cycle for every job, with back-off)."""
+    :class:`hpcplat.slurm.watcher.Watcher` (one ``squeue`` per cycle for every job, with back-off)."""
 
     def __init__(self) -> None:
         super().__init__(delay_s=30)
@@ -146,7 +147,7 @@ class SharedWatcherAdapter(core.InfoWatcher):
     @property
     def watcher(self) -> Watcher:
         if self._watcher is None:
-            from hpcplat.watcher import Watcher
+            from hpcplat.slurm.watcher import Watcher
 
             self._watcher = Watcher.shared()
         return self._watcher
@@ -672,7 +673,7 @@ class Executor(core.Executor):
         return job
 
     def _submit_array(self, spec: JobSpec, blobs: list[bytes], tasks: list[int]) -> list[core.Job[Any]]:
-        from hpcplat.sweep import Distribution, DistributionKind, Sweep, submit_sweep
+        from hpcplat.submission.sweep import Distribution, DistributionKind, Sweep, submit_sweep
 
         parallelism = self._settings.get("array_parallelism")
         sweep = Sweep(

@@ -19,6 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from hpcplat.catalog import spool
+from hpcplat.catalog.enums import ArtifactKind
+from hpcplat.catalog.types import UtcDateTime, utcnow
+from hpcplat.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +113,6 @@ def upsert_params(conn: Connection, run_id: str, params: Mapping[str, Any]) -> N
 
 
 def insert_artifacts(conn: Connection, run_id: str, artifacts: Iterable[Mapping[str, Any]]) -> None:
-    from hpcplat.catalog.enums import ArtifactKind
-    from hpcplat.catalog.types import UtcDateTime, utcnow
-
     stmt = _ARTIFACTS.bindparams(sa.bindparam("created", type_=UtcDateTime))
     rows = [
         {
@@ -145,9 +145,19 @@ def ingest_spool(engine: Engine, path: str | Path) -> int:
 
     Only complete lines past the offset already ingested are read (the job may still be
     appending); the new offset is saved next to the file after the transaction commits. Ingesting
-    the same file again writes nothing twice.
+    the same file again writes nothing twice. A record of a run this catalog does not have is a
+    :class:`CatalogError` (nothing of the file is written).
     """
-    path = Path(path)
+    try:
+        return _ingest_spool(engine, Path(path))
+    except sa.exc.IntegrityError as exc:
+        raise CatalogError(
+            f"spool {path} refers to a run this catalog does not have: {str(exc.orig).splitlines()[0]}",
+            hint="ingest it into the catalog the job was submitted to (HPCPLAT_CATALOG_URL of the job)",
+        ) from exc
+
+
+def _ingest_spool(engine: Engine, path: Path) -> int:
     offset = spool.read_offset(path)
     records, new_offset = spool.read_records(path, offset)
     if not records:

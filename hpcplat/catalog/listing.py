@@ -4,6 +4,7 @@ catalog not even SQLAlchemy), so the command stays fast on a catalog of many tho
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcplat.catalog.enums import RunStatus
+from hpcplat.catalog.location import catalog_url
+from hpcplat.catalog.revisions import HEAD
 from hpcplat.errors import CatalogError, UsageError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from hpcplat.catalog.store import Store
 
 DEFAULT_LIMIT = 50
 
@@ -118,15 +121,14 @@ def _row(values: Sequence[Any]) -> RunRow:
     )
 
 
-def list_runs(engine: Engine, **filters: Any) -> list[RunRow]:
+def list_runs(store: Store, **filters: Any) -> list[RunRow]:
     """Newest first. ``status`` is a comma-separated list or a list of statuses; ``limit=None``: all."""
+    # Imported here, not above: the SQLite fast path of list_runs_at never needs SQLAlchemy.
     import sqlalchemy as sa
 
-    from hpcplat.catalog.engine import READ
-
     sql, binds = build_query(**filters)
-    with engine.connect() as conn:
-        rows = conn.execution_options(**READ).execute(sa.text(sql), binds).all()
+    with store.read_conn() as conn:
+        rows = conn.execute(sa.text(sql), binds).all()
     return [_row(tuple(r)) for r in rows]
 
 
@@ -135,8 +137,6 @@ def list_runs_at(url: str | None = None, **filters: Any) -> list[RunRow]:
     is read with the standard library's sqlite3 (no SQLAlchemy import: ``hpcplat runs`` answers in
     about the time Python takes to start); anything else goes through :func:`open_engine`, which
     also gives the errors (unreachable, old schema) their messages."""
-    from hpcplat.catalog.location import catalog_url
-
     resolved = catalog_url(url)
     sql, binds = build_query(**filters)
     path = _sqlite_file(resolved)
@@ -144,13 +144,14 @@ def list_runs_at(url: str | None = None, **filters: Any) -> list[RunRow]:
         rows = _read_sqlite(path, sql, binds)
         if rows is not None:
             return [_row(r) for r in rows]
-    from hpcplat.catalog.schema import open_engine
+    # The general path: SQLAlchemy (not SQLModel: only Store.read/write import it) from here on.
+    from hpcplat.catalog.store import Store
 
-    engine = open_engine(resolved)
+    store = Store.open(resolved)
     try:
-        return list_runs(engine, **filters)
+        return list_runs(store, **filters)
     finally:
-        engine.dispose()
+        store.close()
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -165,10 +166,6 @@ def _sqlite_file(url: str) -> Path | None:
 def _read_sqlite(path: Path, sql: str, binds: dict[str, Any]) -> list[tuple[Any, ...]] | None:
     """Rows, or None when the file is not a catalog at the current revision (the caller then takes
     the general path, which explains what is wrong)."""
-    import sqlite3
-
-    from hpcplat.catalog.revisions import HEAD
-
     try:
         conn = sqlite3.connect(str(path), timeout=30.0)
     except sqlite3.Error:

@@ -1,8 +1,9 @@
 """The catalog's tables (SQLModel).
 
 Each record comes in variants without repeating a field: ``XBase`` holds what a caller gives,
-``XCreate`` is the input model, ``XPublic`` adds what the catalog sets (ids, times, states) and
-is what readers get, and ``X`` (the table) adds storage-only columns such as blob references.
+``XPublic`` adds what the catalog sets (ids, times, states) and is what readers get, and ``X``
+(the table) adds storage-only columns such as blob references. An input model ``XCreate`` exists
+only where a caller sends records in (``GpuUsageCreate``, from the node agent).
 States are string-valued enums stored as VARCHAR. Times are aware UTC datetimes, except the
 metric ``time`` column: epoch seconds as a double, so that ingest stays cheap.
 
@@ -51,10 +52,6 @@ class RunBase(SQLModel):
     """``JobSpec.to_dict()``; ``hpcplat rerun`` rebuilds the job from it."""
 
 
-class RunCreate(RunBase):
-    pass
-
-
 class RunPublic(RunBase):
     id: str = Field(primary_key=True, max_length=RUN_ID)
     status: RunStatus = Field(default=RunStatus.SUBMITTING, sa_type=enum_type(RunStatus), index=True)
@@ -85,10 +82,6 @@ class AttemptBase(SQLModel):
     state: JobState = Field(default=JobState.PENDING, sa_type=enum_type(JobState))
     exit_code: int | None = None
     reason: str = ""
-
-
-class AttemptCreate(AttemptBase):
-    pass
 
 
 class AttemptPublic(AttemptBase):
@@ -235,10 +228,6 @@ class ArtifactBase(SQLModel):
     attempt: int = 0
 
 
-class ArtifactCreate(ArtifactBase):
-    pass
-
-
 class ArtifactPublic(ArtifactBase):
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", index=True, max_length=RUN_ID)
@@ -261,10 +250,6 @@ class EventBase(SQLModel):
     job_id: str | None = Field(default=None, index=True, max_length=64)
     run_id: str | None = Field(default=None, foreign_key="run.id", index=True, max_length=RUN_ID)
     at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
-
-
-class EventCreate(EventBase):
-    pass
 
 
 class EventPublic(EventBase):

@@ -1,4 +1,7 @@
-"""Read models for ``hpcplat run show``, ``run plot`` and ``runs compare``."""
+"""Read models for ``hpcplat run show``, ``run plot`` and ``runs compare``.
+
+The public queries take a :class:`~hpcplat.catalog.store.Store` and read in one read scope;
+the helpers they share take that scope's session."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from hpcplat.catalog.blobs import get_blob
+from hpcplat.catalog.blobs import get_blob, sha256_text
 from hpcplat.catalog.models import (
     Artifact,
     ArtifactPublic,
@@ -31,6 +34,7 @@ from hpcplat.catalog.models import (
     Usage,
     UsagePublic,
 )
+from hpcplat.catalog.store import Store
 from hpcplat.errors import CatalogError
 
 _LATEST = sa.text(
@@ -132,7 +136,13 @@ def latest_metrics(s: Session, run_id: str) -> list[MetricSummary]:
     ]
 
 
-def metric_series(s: Session, run_id: str, name: str) -> list[tuple[int, float]]:
+def metric_series(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:
+    """(step, value) of metric ``name`` of the run, by step."""
+    with store.read() as s:
+        return _metric_series(s, run_id, name)
+
+
+def _metric_series(s: Session, run_id: str, name: str) -> list[tuple[int, float]]:
     return [(int(r[0]), float(r[1])) for r in s.execute(_SERIES, {"run_id": run_id, "name": name}).all()]
 
 
@@ -146,7 +156,13 @@ def datasets_of(s: Session, run_id: str) -> list[DatasetVersionPublic]:
     return [DatasetVersionPublic.model_validate(v) for v in s.exec(stmt).all()]
 
 
-def run_details(s: Session, run_id: str) -> RunDetails:
+def run_details(store: Store, run_id: str) -> RunDetails:
+    """Everything the catalog knows of the run (``hpcplat run show``)."""
+    with store.read() as s:
+        return _run_details(s, run_id)
+
+
+def _run_details(s: Session, run_id: str) -> RunDetails:
     run = s.get(Run, run_id)
     if run is None:
         raise CatalogError(f"no run {run_id} in the catalog", hint="list runs with `hpcplat runs`")
@@ -222,8 +238,10 @@ def _show(value: Any) -> str:
 MAX_PACKAGE_ROWS = 40
 
 
-def compare(s: Session, run_ids: list[str]) -> Comparison:
-    details = [run_details(s, r) for r in run_ids]
+def compare(store: Store, run_ids: list[str]) -> Comparison:
+    """How the runs differ: spec, params, code, environment, datasets, metrics."""
+    with store.read() as s:
+        details = [_run_details(s, r) for r in run_ids]
     result = Comparison(run_ids=run_ids, names=[d.run.name for d in details])
 
     def add(section: str, key: str, values: list[Any]) -> None:
@@ -281,6 +299,4 @@ def compare(s: Session, run_ids: list[str]) -> Comparison:
 def _diff_id(code: CodeSnapshotPublic | None) -> str | None:
     if code is None or not code.diff:
         return None
-    from hpcplat.catalog.blobs import sha256_text
-
     return sha256_text(code.diff)[:12]

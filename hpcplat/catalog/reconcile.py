@@ -12,7 +12,8 @@ change in one transaction:
 - runs stuck in SUBMITTING longer than the grace period (the submitting process died between
   recording the intent and confirming the job) get the job whose comment is ``hpcplat:<run id>``
   attached, or are marked NOT_SUBMITTED;
-- tracking spool files in the job directories of these runs are ingested.
+- tracking spool files in the job directories of these runs are ingested, and so are the
+  reconciliation records the submission layer left (:mod:`hpcplat.catalog.pending`).
 
 Terminal attempts are never queried again. A job absent from both answers is reported as missing,
 never marked finished on that evidence alone (a transient empty answer must not end a live run).
@@ -25,20 +26,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlmodel import Session, col, select
 
-from hpcplat.catalog import ingest
+from hpcplat.catalog import ingest, pending
 from hpcplat.catalog.enums import EventKind, RunStatus
 from hpcplat.catalog.models import Attempt, Event, Run, Usage
+from hpcplat.catalog.store import Store
 from hpcplat.catalog.types import utcnow
 from hpcplat.errors import CatalogError, SlurmError
 from hpcplat.slurm.models import JobInfo
 from hpcplat.slurm.state import JobState, parse_job_id
-
-if TYPE_CHECKING:
-    from hpcplat.catalog.service import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +148,13 @@ def _expand(infos: Iterable[JobInfo]) -> dict[str, list[JobInfo]]:
 
 
 def reconcile(
-    catalog: Catalog, client: SlurmQueries, *, grace_s: float = 300.0, now: datetime | None = None
+    store: Store, client: SlurmQueries, *, grace_s: float = 300.0, now: datetime | None = None
 ) -> ReconcileReport:
     now = now or utcnow()
     report = ReconcileReport()
-    attach_pending(catalog, report)
+    attach_pending(store, report)
     deadline = now - timedelta(seconds=grace_s)
-    with catalog._read() as s:
+    with store.read() as s:
         active = s.exec(select(Run).where(col(Run.status).in_(_TRACKED_RUNS))).all()
         stuck = s.exec(
             select(Run).where(Run.status == RunStatus.SUBMITTING, col(Run.created) < deadline)
@@ -180,7 +179,7 @@ def reconcile(
         report.slurm_queries += 1
     live_by_id = _expand(live)
     hist_by_id = _expand(history)
-    with catalog._write() as s:
+    with store.write() as s:
         # Stuck submissions first: a job found by its comment (in squeue, or in accounting once it
         # has left the queue) gets its state, attempts and usage from the same answers right away.
         attached = _resolve_stuck(s, [r.id for r in stuck], live + history, report, grace_s)
@@ -189,7 +188,7 @@ def reconcile(
     for job_dir in job_dirs:
         for path in ingest.spool_files(job_dir):
             try:
-                report.spool_points += catalog.ingest_spool(path)
+                report.spool_points += ingest.ingest_spool(store.engine, path)
             except (CatalogError, OSError, ValueError, KeyError) as exc:
                 report.warnings.append(f"spool {path} not ingested: {exc}")
     return report
@@ -207,17 +206,13 @@ def _job_dirs(runs: Sequence[Run], attempts: Sequence[Attempt]) -> list[str]:
     return sorted(dirs)
 
 
-def attach_pending(catalog: Catalog, report: ReconcileReport) -> None:
+def attach_pending(store: Store, report: ReconcileReport) -> None:
     """Jobs the submission layer could neither record nor cancel (its reconciliation records in
-    :mod:`hpcplat.submission.spool`): attach each to its run, then remove the record."""
-    try:
-        from hpcplat.submission import spool as pending_spool
-    except ImportError:
-        return
-    for path, record in pending_spool.pending():
-        if record.catalog_url and record.catalog_url != catalog.url:
+    :mod:`hpcplat.catalog.pending`): attach each to its run, then remove the record."""
+    for path, record in pending.pending():
+        if record.catalog_url and record.catalog_url != store.url:
             continue
-        with catalog._write() as s:
+        with store.write() as s:
             run = s.get(Run, record.run_id)
             if run is None:
                 continue
@@ -237,7 +232,7 @@ def attach_pending(catalog: Catalog, report: ReconcileReport) -> None:
                     run_id=run.id,
                 )
             )
-        pending_spool.settle(path)
+        pending.settle(path)
 
 
 def _attempts_of(s: Session, run_ids: Sequence[str]) -> list[Attempt]:

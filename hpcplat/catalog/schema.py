@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from hpcplat.catalog.engine import READ, redact_url
+from hpcplat.catalog.engine import DEFAULT_CONNECT_TIMEOUT_S, READ, check_reachable, make_engine, redact_url
+from hpcplat.catalog.location import catalog_url
 from hpcplat.catalog.revisions import HEAD, REVISIONS
 from hpcplat.errors import CatalogError
+from hpcplat.private import FILE_MODE
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -85,8 +87,6 @@ def _file_lock(engine: Engine, timeout_s: float = 60.0) -> Iterator[None]:
     import os
     import time
 
-    from hpcplat.private import FILE_MODE
-
     fd = os.open(f"{database}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     with os.fdopen(fd, "a") as handle:
         deadline = time.monotonic() + timeout_s
@@ -138,9 +138,6 @@ def open_engine(
     missing or old raises :class:`CatalogError` naming ``hpcplat db upgrade``.
     """
     import logging
-
-    from hpcplat.catalog.engine import DEFAULT_CONNECT_TIMEOUT_S, check_reachable, make_engine
-    from hpcplat.catalog.location import catalog_url
 
     resolved = catalog_url(url)
     engine = make_engine(resolved, connect_timeout_s=connect_timeout_s or DEFAULT_CONNECT_TIMEOUT_S)

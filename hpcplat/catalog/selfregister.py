@@ -15,12 +15,19 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from hpcplat.catalog.enums import EventKind, RunStatus
+from hpcplat.catalog.models import Attempt, Event, Run
+from hpcplat.catalog.snapshots import add_provenance
+from hpcplat.catalog.store import Store
+from hpcplat.catalog.types import utcnow
 from hpcplat.errors import HpcplatError, UsageError
-
-if TYPE_CHECKING:
-    from hpcplat.catalog.service import Catalog
+from hpcplat.provenance import capture
+from hpcplat.slurm.state import JobState
 
 
 @dataclass(frozen=True)
@@ -70,18 +77,10 @@ class JobEnvironment:
         )
 
 
-def register_job(catalog: Catalog, job: JobEnvironment, provenance: Mapping[str, Any]) -> tuple[str, bool]:
+def register_job(store: Store, job: JobEnvironment, provenance: Mapping[str, Any]) -> tuple[str, bool]:
     """(run id, whether a new run was created). One transaction; concurrent calls for the same job
     are serialized (SQLite write lock, PostgreSQL advisory lock) and agree on one run."""
-    import sqlalchemy as sa
-    from sqlmodel import col, select
-
-    from hpcplat.catalog.enums import EventKind, RunStatus
-    from hpcplat.catalog.models import Attempt, Event, Run
-    from hpcplat.catalog.types import utcnow
-    from hpcplat.slurm.state import JobState
-
-    with catalog._write() as s:
+    with store.write() as s:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:job))"), {"job": job.job_id})
         run_id: str | None = None
@@ -113,7 +112,7 @@ def register_job(catalog: Catalog, job: JobEnvironment, provenance: Mapping[str,
                 )
             )
             s.flush()
-            catalog._add_provenance(s, run_id, provenance)
+            add_provenance(s, run_id, provenance)
             s.add(
                 Event(
                     kind=EventKind.NOTE,
@@ -161,13 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-provenance", action="store_true", help="do not capture code and environment")
     args = parser.parse_args(argv)
     try:
-        from hpcplat.catalog.service import Catalog
-        from hpcplat.provenance import capture
-
         job = JobEnvironment.from_environ(os.environ)
         provenance = {} if args.no_provenance else capture(job.submit_dir or None)
-        with Catalog.open(args.catalog) as catalog:
-            run_id, _ = register_job(catalog, job, provenance)
+        store = Store.open(args.catalog)
+        try:
+            run_id, _ = register_job(store, job, provenance)
+        finally:
+            store.close()
     except HpcplatError as exc:
         print(f"hpcplat selfregister: error: {exc}", file=sys.stderr)
         return exc.exit_code

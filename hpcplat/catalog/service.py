@@ -1,8 +1,9 @@
 """The catalog service: every read and write of runs, provenance, datasets, metrics and events.
 
 One :class:`Catalog` per process, opened with :meth:`Catalog.open`. Each public write is one
-transaction: it is all written or not at all. The CLI and the submission layer call this class;
-nothing else touches the tables.
+transaction of its :class:`~hpcplat.catalog.store.Store` (``catalog.store``): it is all written or
+not at all. The CLI and the submission layer call this class; within the catalog package,
+reconciliation, self-registration and the queries take the store, never this class.
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ from __future__ import annotations
 import getpass
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from hpcplat.catalog import datasets as ds
-from hpcplat.catalog import ingest, schema
+from hpcplat.catalog import ingest, listing, queries
 from hpcplat.catalog.blobs import get_blob, put_blob
-from hpcplat.catalog.engine import DEFAULT_CONNECT_TIMEOUT_S, READ
+from hpcplat.catalog.engine import DEFAULT_CONNECT_TIMEOUT_S
 from hpcplat.catalog.enums import EventKind, RunStatus
 from hpcplat.catalog.intent import RunIntent
-from hpcplat.catalog.location import catalog_url
 from hpcplat.catalog.models import (
     Attempt,
     CodeSnapshot,
@@ -40,14 +39,17 @@ from hpcplat.catalog.models import (
     RunDataset,
     RunPublic,
 )
+from hpcplat.catalog.reconcile import ReconcileReport, SlurmQueries, reconcile
+from hpcplat.catalog.selfregister import JobEnvironment, register_job
+from hpcplat.catalog.snapshots import provenance_rows
+from hpcplat.catalog.store import Store
 from hpcplat.catalog.types import utcnow
 from hpcplat.errors import CatalogError, UsageError
+from hpcplat.provenance.drift import DatasetRecord, DriftReport, check_drift
 from hpcplat.provenance.manifest import Manifest
 
 if TYPE_CHECKING:
-    from hpcplat.catalog.queries import Comparison, RunDetails
-    from hpcplat.catalog.reconcile import ReconcileReport, SlurmQueries
-    from hpcplat.provenance.drift import DriftReport
+    from hpcplat.catalog.listing import RunRow
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,15 @@ class Catalog:
     """The catalog database. Open with :meth:`open`; close (or use as a context manager)."""
 
     def __init__(self, engine: Engine, url: str) -> None:
-        self.engine = engine
-        self.url = url
+        self.store = Store(engine, url)
+
+    @property
+    def engine(self) -> Engine:
+        return self.store.engine
+
+    @property
+    def url(self) -> str:
+        return self.store.url
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -69,54 +78,22 @@ class Catalog:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         check_schema: bool = True,
     ) -> Catalog:
-        """Connect and check the schema revision.
+        """Connect and check the schema revision (see :meth:`Store.open`).
 
         A new (empty) SQLite catalog is created on first use; any other catalog whose schema is
         missing or old raises :class:`CatalogError` naming ``hpcplat db upgrade``.
         """
-        resolved = catalog_url(url)
-        engine = schema.open_engine(resolved, connect_timeout_s=connect_timeout_s, check=check_schema)
-        return cls(engine, resolved)
+        store = Store.open(url, connect_timeout_s=connect_timeout_s, check_schema=check_schema)
+        return cls(store.engine, store.url)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.store.close()
 
     def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        """One write transaction (SQLite: BEGIN IMMEDIATE, so concurrent writers wait their turn)."""
-        try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except sa.exc.OperationalError as exc:
-            raise CatalogError(
-                f"the catalog refused a write: {str(exc.orig).strip().splitlines()[0]}",
-                hint="nothing was written; try again (another writer may hold the database for long)",
-            ) from exc
-
-    @contextmanager
-    def _write_conn(self) -> Iterator[Connection]:
-        """:meth:`_write` without an ORM session, for the statements run at every submit."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.OperationalError as exc:
-            raise CatalogError(
-                f"the catalog refused a write: {str(exc.orig).strip().splitlines()[0]}",
-                hint="nothing was written; try again (another writer may hold the database for long)",
-            ) from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with self.engine.connect() as conn:
-            conn.execution_options(**READ)
-            with Session(bind=conn) as session:
-                yield session
 
     # -- capture at submit -----------------------------------------------------------------------
 
@@ -146,7 +123,7 @@ class Catalog:
             job_dir=str(job_dir) if job_dir else None,
             status=RunStatus.SUBMITTING,
         )
-        with self._write_conn() as conn:
+        with self.store.write_conn() as conn:
             version_ids: list[int] = []
             if intent.datasets:
                 with Session(bind=conn) as s:
@@ -158,7 +135,7 @@ class Catalog:
             if intent.sbatch_script:
                 run.script_sha256 = put_blob(conn, intent.sbatch_script)
             conn.execute(_table(Run).insert(), _row(run))
-            code, env = _provenance_rows(conn, run_id, intent.provenance)
+            code, env = provenance_rows(conn, run_id, intent.provenance)
             if code is not None:
                 conn.execute(_table(CodeSnapshot).insert(), _row(code))
             if env is not None:
@@ -171,30 +148,17 @@ class Catalog:
             ingest.upsert_params(conn, run_id, params)
         return run_id
 
-    def _add_provenance(self, s: Session, run_id: str, provenance: Mapping[str, Any]) -> None:
-        code = dict(provenance.get("code") or {})
-        if code:
-            diff = str(code.pop("diff", "") or "")
-            fields = {k: v for k, v in code.items() if k in CodeSnapshot.model_fields}
-            s.add(CodeSnapshot(run_id=run_id, diff_sha256=put_blob(s, diff) if diff else None, **fields))
-        env = dict(provenance.get("env") or {})
-        if env:
-            packages = env.pop("packages", None) or {}
-            fields = {k: v for k, v in env.items() if k in EnvSnapshot.model_fields}
-            sha = put_blob(s, ingest.dumps_sorted(packages)) if packages else None
-            s.add(EnvSnapshot(run_id=run_id, packages_sha256=sha, **fields))
-
     def confirm_submission(self, run_id: str, job_id: str) -> None:
         """``sbatch`` returned ``job_id``: record the attempt and mark the run QUEUED.
 
-        What :meth:`_attach` does, in Core statements: one read, then the writes."""
+        Core statements (no ORM unit of work: this runs at every submit): one read, then the writes."""
         runs, attempts = _table(Run), _table(Attempt)
         attempted = (
             sa.select(attempts.c.id)
             .where(attempts.c.run_id == run_id, attempts.c.job_id == job_id, attempts.c.restart == 0)
             .exists()
         )
-        with self._write_conn() as conn:
+        with self.store.write_conn() as conn:
             found = conn.execute(sa.select(runs.c.status, attempted).where(runs.c.id == run_id)).first()
             if found is None:
                 raise CatalogError(f"no run {run_id} in the catalog", hint="list runs with `hpcplat runs`")
@@ -216,21 +180,9 @@ class Catalog:
             )
             conn.execute(_table(Event).insert(), _row(event))
 
-    def _attach(self, s: Session, run: Run, job_id: str, *, source: str, reason: str) -> None:
-        existing = s.exec(
-            select(Attempt).where(Attempt.run_id == run.id, Attempt.job_id == job_id, Attempt.restart == 0)
-        ).first()
-        if existing is None:
-            s.add(Attempt(run_id=run.id, job_id=job_id, restart=0))
-        if run.status in (RunStatus.SUBMITTING, RunStatus.NOT_SUBMITTED):
-            run.status = RunStatus.QUEUED
-            run.status_reason = ""
-            run.updated = utcnow()
-        s.add(Event(kind=EventKind.SUBMITTED, reason=reason, source=source, job_id=job_id, run_id=run.id))
-
     def abandon_intent(self, run_id: str, reason: str) -> None:
         """``sbatch`` failed: the run becomes NOT_SUBMITTED with ``reason``; nothing else changes."""
-        with self._write() as s:
+        with self.store.write() as s:
             run = _get_run(s, run_id)
             has_job = s.exec(select(Attempt.id).where(Attempt.run_id == run_id).limit(1)).first() is not None
             if has_job:
@@ -244,7 +196,7 @@ class Catalog:
             s.add(Event(kind=EventKind.SUBMIT_FAILED, reason=reason, source="submit", run_id=run_id))
 
     def set_rerun_of(self, run_id: str, original: str) -> None:
-        with self._write() as s:
+        with self.store.write() as s:
             run = _get_run(s, run_id)
             run.rerun_of = self.resolve_run_id(original)
 
@@ -258,7 +210,7 @@ class Catalog:
         if not name or "@" in name or "/" in name:
             raise UsageError(f"invalid dataset name {name!r}", hint="use letters, digits, '-', '_' and '.'")
         manifest = ds.build(path)  # slow part: outside the transaction
-        with self._write() as s:
+        with self.store.write() as s:
             return ds.register(
                 s, name, path, manifest=manifest, groups=list(groups), owner=owner or _whoami()
             )
@@ -269,7 +221,7 @@ class Catalog:
         """The dataset version to use. Raises :class:`UsageError` when it does not exist (listing
         the versions), when ``user`` (default: the caller) is not in its groups, or (``verify``)
         when its files changed since registration."""
-        with self._read() as s:
+        with self.store.read() as s:
             found = ds.find(s, name, str(version))
             ds.check_access(found, user or _whoami())
             if verify:
@@ -278,7 +230,7 @@ class Catalog:
 
     def datasets(self) -> list[DatasetVersionPublic]:
         """The latest version of every dataset."""
-        with self._read() as s:
+        with self.store.read() as s:
             newest = (
                 select(DatasetVersion.dataset, sa.func.max(DatasetVersion.version).label("v"))
                 .group_by(DatasetVersion.dataset)
@@ -298,7 +250,7 @@ class Catalog:
             return [DatasetVersionPublic.model_validate(v) for v in s.exec(stmt).all()]
 
     def dataset_versions(self, name: str) -> list[DatasetVersionPublic]:
-        with self._read() as s:
+        with self.store.read() as s:
             rows = s.exec(
                 select(DatasetVersion)
                 .where(DatasetVersion.dataset == name)
@@ -307,7 +259,7 @@ class Catalog:
             return [DatasetVersionPublic.model_validate(v) for v in rows.all()]
 
     def dataset_manifest(self, name: str, version: str | int = "latest") -> Manifest:
-        with self._read() as s:
+        with self.store.read() as s:
             return ds.manifest_of(s, ds.find(s, name, str(version)))
 
     # -- events and GPU usage --------------------------------------------------------------------
@@ -324,7 +276,7 @@ class Catalog:
     ) -> None:
         """Record an event. Without ``run_id`` the run is found from ``job_id`` when it has one."""
         parsed = EventKind.parse(kind)
-        with self._write() as s:
+        with self.store.write() as s:
             if run_id is None and job_id is not None:
                 run_id = _run_of_job(s, job_id)
             elif run_id is not None:
@@ -339,7 +291,7 @@ class Catalog:
         """Store per-GPU usage windows from the node agent (a window sent again replaces itself)."""
         if not records:
             return
-        with self._write() as s:
+        with self.store.write() as s:
             runs: dict[str, str | None] = {}
             rows = []
             for rec in records:
@@ -370,22 +322,16 @@ class Catalog:
 
     def log_metrics(self, run_id: str, points: Sequence[ingest.Point]) -> int:
         """Insert metric points ``(attempt, step, name, value, time)``; existing steps are kept."""
-        with self._write() as s:
+        with self.store.write() as s:
             return ingest.insert_points(s.connection(), run_id, points)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        with self._write() as s:
+        with self.store.write() as s:
             ingest.upsert_params(s.connection(), run_id, _json_field(dict(params), "params"))
 
     def ingest_spool(self, path: str | Path) -> int:
         """Ingest a tracking spool file (see :mod:`hpcplat.catalog.spool`); returns metric points read."""
-        try:
-            return ingest.ingest_spool(self.engine, path)
-        except sa.exc.IntegrityError as exc:
-            raise CatalogError(
-                f"spool {path} refers to a run this catalog does not have: {str(exc.orig).splitlines()[0]}",
-                hint="ingest it into the catalog the job was submitted to (HPCPLAT_CATALOG_URL of the job)",
-            ) from exc
+        return ingest.ingest_spool(self.engine, path)
 
     # -- reconciliation --------------------------------------------------------------------------
 
@@ -393,15 +339,13 @@ class Catalog:
         self, client: SlurmQueries, *, grace_s: float = 300.0, now: datetime | None = None
     ) -> ReconcileReport:
         """Bring attempts, run states and usage in line with Slurm (one squeue + one sacct)."""
-        from hpcplat.catalog.reconcile import reconcile
+        return reconcile(self.store, client, grace_s=grace_s, now=now)
 
-        return reconcile(self, client, grace_s=grace_s, now=now)
-
-    def register_job(self, job: Any, provenance: Mapping[str, Any] | None = None) -> tuple[str, bool]:
+    def register_job(
+        self, job: JobEnvironment, provenance: Mapping[str, Any] | None = None
+    ) -> tuple[str, bool]:
         """Record a run for a job started with plain ``sbatch`` (see :mod:`hpcplat.catalog.selfregister`)."""
-        from hpcplat.catalog.selfregister import register_job
-
-        return register_job(self, job, provenance or {})
+        return register_job(self.store, job, provenance or {})
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -412,7 +356,7 @@ class Catalog:
             raise UsageError(
                 f"run reference {ref!r} is too short", hint="give at least 4 characters of the run id"
             )
-        with self._read() as s:
+        with self.store.read() as s:
             matches = s.exec(
                 select(Run.id).where(col(Run.id).startswith(ref, autoescape=True)).limit(5)
             ).all()
@@ -427,46 +371,30 @@ class Catalog:
 
     def run(self, ref: str) -> RunPublic:
         run_id = self.resolve_run_id(ref)
-        with self._read() as s:
+        with self.store.read() as s:
             return RunPublic.model_validate(_get_run(s, run_id))
 
     def sbatch_script(self, ref: str) -> str:
         run_id = self.resolve_run_id(ref)
-        with self._read() as s:
+        with self.store.read() as s:
             return get_blob(s, _get_run(s, run_id).script_sha256)
 
-    def list_runs(self, **filters: Any) -> list[Any]:
-        from hpcplat.catalog.listing import list_runs
+    def list_runs(self, **filters: Any) -> list[RunRow]:
+        return listing.list_runs(self.store, **filters)
 
-        return list_runs(self.engine, **filters)
-
-    def details(self, ref: str) -> RunDetails:
-        from hpcplat.catalog.queries import run_details
-
-        run_id = self.resolve_run_id(ref)
-        with self._read() as s:
-            return run_details(s, run_id)
+    def details(self, ref: str) -> queries.RunDetails:
+        return queries.run_details(self.store, self.resolve_run_id(ref))
 
     def metric_series(self, ref: str, name: str) -> list[tuple[int, float]]:
-        from hpcplat.catalog.queries import metric_series
+        return queries.metric_series(self.store, self.resolve_run_id(ref), name)
 
-        run_id = self.resolve_run_id(ref)
-        with self._read() as s:
-            return metric_series(s, run_id, name)
-
-    def compare(self, refs: Sequence[str]) -> Comparison:
-        from hpcplat.catalog.queries import compare
-
-        ids = [self.resolve_run_id(r) for r in refs]
-        with self._read() as s:
-            return compare(s, ids)
+    def compare(self, refs: Sequence[str]) -> queries.Comparison:
+        return queries.compare(self.store, [self.resolve_run_id(r) for r in refs])
 
     def drift(self, ref: str, **options: Any) -> DriftReport:
         """How this machine differs from what the run recorded (see :mod:`hpcplat.provenance.drift`)."""
-        from hpcplat.provenance.drift import DatasetRecord, check_drift
-
         details = self.details(ref)
-        with self._read() as s:
+        with self.store.read() as s:
             records = [
                 DatasetRecord(
                     name=v.dataset,
@@ -511,25 +439,6 @@ def _row(record: Any) -> dict[str, Any]:
     if "id" in values and values["id"] is None:
         del values["id"]
     return values
-
-
-def _provenance_rows(
-    conn: Connection, run_id: str, provenance: Mapping[str, Any]
-) -> tuple[CodeSnapshot | None, EnvSnapshot | None]:
-    """The snapshot rows of :meth:`Catalog._add_provenance`, their blobs written through ``conn``."""
-    code_row = env_row = None
-    code = dict(provenance.get("code") or {})
-    if code:
-        diff = str(code.pop("diff", "") or "")
-        fields = {k: v for k, v in code.items() if k in CodeSnapshot.model_fields}
-        code_row = CodeSnapshot(run_id=run_id, diff_sha256=put_blob(conn, diff) if diff else None, **fields)
-    env = dict(provenance.get("env") or {})
-    if env:
-        packages = env.pop("packages", None) or {}
-        fields = {k: v for k, v in env.items() if k in EnvSnapshot.model_fields}
-        sha = put_blob(conn, ingest.dumps_sorted(packages)) if packages else None
-        env_row = EnvSnapshot(run_id=run_id, packages_sha256=sha, **fields)
-    return code_row, env_row
 
 
 def _get_run(s: Session, run_id: str) -> Run:

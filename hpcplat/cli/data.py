@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from hpcplat.cli.runs import catalog_option, format_table, open_catalog
+from hpcplat.cli.common import catalog_option, open_catalog
+from hpcplat.cli.output import echo_json, echo_table
 
 
 def _size(n: int) -> str:
@@ -54,7 +54,7 @@ def ls(as_json: bool, catalog_url: str | None) -> None:
     with open_catalog(catalog_url) as catalog:
         versions = catalog.datasets()
     if as_json:
-        click.echo(json.dumps([v.model_dump(mode="json") for v in versions], indent=1))
+        echo_json([v.model_dump(mode="json") for v in versions])
         return
     if not versions:
         click.echo("no datasets registered (hpcplat data register NAME PATH)")
@@ -71,7 +71,7 @@ def ls(as_json: bool, catalog_url: str | None) -> None:
         ]
         for v in versions
     ]
-    click.echo(format_table(["NAME", "VERSION", "FILES", "SIZE", "HASH", "GROUPS", "LOCATION"], rows))
+    echo_table(["NAME", "VERSION", "FILES", "SIZE", "HASH", "GROUPS", "LOCATION"], rows)
 
 
 @data.command("show")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcplat.cli.runs import catalog_option
+from hpcplat.cli.common import catalog_option
 
 
 @click.group()

@@ -1,4 +1,4 @@
-"""``hpcplat demo``: the end-to-end story on the local sandbox (see :mod:`hpcplat.demo`)."""
+"""``hpcplat demo``: the end-to-end story on the local sandbox (:mod:`hpcplat.sandbox.demo`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ import click
 def demo(epochs: int, step_sleep: float) -> None:
     """Bring the sandbox up and run the end-to-end story: dataset, 2-node DDP training in the
     preemptible tier, preemption and resume, idle-GPU reclaim, provenance, rerun."""
-    from hpcplat.demo import run_demo
+    from hpcplat.sandbox.demo import run_demo
 
     run_demo(epochs=epochs, step_sleep=step_sleep)

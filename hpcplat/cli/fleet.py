@@ -7,13 +7,13 @@ Thin: the work is in :mod:`hpcplat.fleet`. The inventory is the Ansible one (``-
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from hpcplat.cli.output import echo_json, table
 from hpcplat.errors import UsageError
 
 if TYPE_CHECKING:
@@ -133,10 +133,6 @@ def _settings(ctx: click.Context) -> FleetSettings:
     return settings
 
 
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
 def _slurm_client() -> Any:
     from hpcplat.slurm.client import get_client
 
@@ -194,11 +190,7 @@ def render_check_table(report: FleetReport) -> str:
     used = [c for c in _COLUMNS if any(h.probe(c) for h in report.hosts)]
     header = ["HOST", "HEALTH", *[c.upper() for c in used]]
     rows = [[h.host, h.health.value, *[_cell(h.probe(c)) for c in used]] for h in report.hosts]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = table(header, rows).splitlines()
     problems = [
         f"{h.host}: {p.name}: {p.detail}"
         for h in report.hosts
@@ -243,7 +235,7 @@ def check(  # noqa: PLR0917 - click passes options positionally
     if as_json:
         data = report.to_dict()
         data["healthy"] = report.healthy(strict=strict)
-        _echo_json(data)
+        echo_json(data)
     else:
         click.echo(render_check_table(report))
     if not report.healthy(strict=strict):
@@ -300,7 +292,7 @@ def exec_(
     text = command[0] if len(command) == 1 else shlex.join(command)
     outcomes = exec_fleet(hosts, text, settings.ssh_options(), timeout=timeout, workers=settings.workers)
     if as_json:
-        _echo_json({"command": text, "hosts": [o.to_dict() for o in outcomes]})
+        echo_json({"command": text, "hosts": [o.to_dict() for o in outcomes]})
     else:
         click.echo(render_exec(outcomes))
     if not all(o.ok for o in outcomes):
@@ -348,7 +340,7 @@ def resume(ctx: click.Context, targets: tuple[str, ...], as_json: bool) -> None:
 
 def _finish_changes(ctx: click.Context, changes: list[NodeChange], as_json: bool) -> None:
     if as_json:
-        _echo_json([c.to_dict() for c in changes])
+        echo_json([c.to_dict() for c in changes])
     else:
         click.echo(_render_changes(changes))
     if not all(c.ok for c in changes):

@@ -6,324 +6,25 @@ Exit codes: 0 success, 1 a job failed (or Slurm refused), 2 bad input (nothing s
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from hpcplat.cli.common import check_ids as _check_ids
+from hpcplat.cli.common import elapsed, find_jobs, info_dict, output_path, run_id_of
+from hpcplat.cli.common import site_config as _config
+from hpcplat.cli.common import slurm_client as _client
+from hpcplat.cli.output import echo_json, echo_table
+from hpcplat.cli.specflags import job_options, spec_from_options
 from hpcplat.errors import HpcplatError, SlurmError, UsageError
 from hpcplat.slurm.state import JobState, parse_job_id
-from hpcplat.spec import JobSpec, SpecError, load_spec_file
 
 if TYPE_CHECKING:
-    from hpcplat.siteconfig import SiteConfig
     from hpcplat.slurm.client import SlurmClient
-    from hpcplat.slurm.models import JobInfo
-    from hpcplat.slurm.output import OutputLocation
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-# -- job spec options (shared with `hpcplat sweep submit`) ---------------------------------------
-
-_JOB_OPTIONS: list[Callable[[F], F]] = [
-    click.option(
-        "-f", "--file", "spec_file", type=click.Path(dir_okay=False), help="Job spec file (YAML or TOML)."
-    ),
-    click.option("--name", help="Job name (default: the program's name)."),
-    click.option("-N", "--nodes", type=int, help="Number of nodes."),
-    click.option("--tasks-per-node", type=int, help="Tasks (processes) per node; for DDP, one per GPU."),
-    click.option("-G", "--gpus-per-node", type=int, help="GPUs per node."),
-    click.option("-c", "--cpus-per-task", type=int, help="CPUs per task."),
-    click.option("--mem", help="Memory per node: 4000 (MB), 16G, 512M."),
-    click.option("-t", "--time", "time_limit", help="Time limit: 90 (minutes), 1:30:00, 1-00:00:00, 2h."),
-    click.option(
-        "--tier", help="Priority tier (see the site configuration), e.g. urgent, normal, preemptible."
-    ),
-    click.option("-A", "--account", help="Slurm account (team) to charge."),
-    click.option("-p", "--partition", help="Partition (overrides the tier's)."),
-    click.option("--module", "modules", multiple=True, help="Lmod module to load (repeatable, in order)."),
-    click.option("--venv", help="Python virtual environment to activate."),
-    click.option("--conda", help="Conda environment (name or prefix) to activate."),
-    click.option("--container", help="Apptainer/Singularity image to run the command in."),
-    click.option("--bind", "binds", multiple=True, help="Extra container bind path (repeatable)."),
-    click.option(
-        "--env", "env_vars", multiple=True, metavar="KEY=VALUE", help="Environment variable (repeatable)."
-    ),
-    click.option(
-        "--dataset", "datasets", multiple=True, metavar="NAME@VERSION", help="Dataset version (repeatable)."
-    ),
-    click.option(
-        "--param", "params", multiple=True, metavar="KEY=VALUE", help="Hyperparameter (repeatable)."
-    ),
-    click.option("--workdir", type=click.Path(file_okay=False), help="Directory to run in (default: here)."),
-    click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where checkpoints go."),
-    click.option("--max-requeues", type=int, help="How often a preempted/timed-out job may come back."),
-    click.option(
-        "--signal-warn", "signal_warn_s", type=int, help="Seconds of SIGUSR1 warning before the limit."
-    ),
-    click.option(
-        "--after", "depends_on", multiple=True, metavar="JOB", help="Start after JOB succeeds (repeatable)."
-    ),
-    click.option("--tag", "tags", multiple=True, help="Tag recorded with the run (repeatable)."),
-]
-
-
-def job_options(func: F) -> F:
-    """Every job spec field as a command-line option."""
-    for option in reversed(_JOB_OPTIONS):
-        func = option(func)
-    return func
-
-
-def _pairs(values: Iterable[str], what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--{what} expects KEY=VALUE, got {text!r}")
-        out[key] = value
-    return out
-
-
-def _scalar(text: str) -> Any:
-    from hpcplat.sweep import _scalar as scalar
-
-    return scalar(text)
-
-
-def overrides_from_options(options: dict[str, Any], command: Sequence[str]) -> dict[str, Any]:
-    """The spec fields set on the command line, in ``JobSpec.to_dict()`` shape."""
-    data: dict[str, Any] = {}
-    resources: dict[str, Any] = {}
-    environment: dict[str, Any] = {}
-    if command:
-        data["command"] = list(command)
-    for key in (
-        "name",
-        "tier",
-        "account",
-        "partition",
-        "workdir",
-        "checkpoint_dir",
-        "max_requeues",
-        "signal_warn_s",
-    ):
-        if options.get(key) is not None:
-            data[key] = options[key]
-    for key in ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task"):
-        if options.get(key) is not None:
-            resources[key] = options[key]
-    if options.get("mem") is not None:
-        resources["memory"] = options["mem"]
-    if options.get("time_limit") is not None:
-        resources["time"] = options["time_limit"]
-    if options.get("modules"):
-        environment["modules"] = list(options["modules"])
-    for key in ("venv", "conda", "container"):
-        if options.get(key) is not None:
-            environment[key] = options[key]
-    if options.get("binds"):
-        environment["container_binds"] = list(options["binds"])
-    if options.get("env_vars"):
-        environment["vars"] = _pairs(options["env_vars"], "env")
-    if options.get("datasets"):
-        data["datasets"] = list(options["datasets"])
-    if options.get("params"):
-        data["params"] = {k: _scalar(v) for k, v in _pairs(options["params"], "param").items()}
-    if options.get("depends_on"):
-        data["depends_on"] = list(options["depends_on"])
-    if options.get("tags"):
-        data["tags"] = list(options["tags"])
-    if resources:
-        data["resources"] = resources
-    if environment:
-        data["environment"] = environment
-    return data
-
-
-def spec_from_options(
-    options: dict[str, Any], command: Sequence[str], *, check_cluster: bool = False
-) -> JobSpec:
-    """A spec from ``-f FILE`` (if given) with the command-line options over it. With
-    ``check_cluster``, an invalid request is also checked against the cluster for the rest, so that
-    the error lists every problem at once."""
-    from hpcplat.spec.files import SpecFileError
-
-    overrides = overrides_from_options(options, command)
-    if options.get("spec_file"):
-        try:
-            return load_spec_file(options["spec_file"], overrides=overrides)
-        except SpecFileError as exc:
-            raise _all_problems(exc, exc.located, exc.spec_error, check_cluster) from None
-    if "command" not in overrides:
-        raise UsageError(
-            "nothing to run: give the command after --, or a spec file with -f",
-            hint="hpcplat submit --gpus-per-node 1 -- python train.py --lr 0.1",
-        )
-    try:
-        return JobSpec.from_dict(overrides)
-    except SpecError as exc:
-        problems = [f"{_option_name(p.field)}: {p.message}" for p in exc.problems]
-        if len(problems) == 1:
-            message = f"invalid job request: {problems[0]}"
-        else:
-            message = "invalid job request:\n" + "\n".join(f"  {p}" for p in problems)
-        error = UsageError(message, hint="see `hpcplat submit --help`")
-        raise _all_problems(error, problems, exc, check_cluster) from None
-
-
-def _all_problems(error: UsageError, shown: list[str], spec_error: SpecError, check: bool) -> UsageError:
-    if not check:
-        return error
-    from hpcplat.submission.service import explain_invalid
-
-    return explain_invalid(error, shown, spec_error)
-
-
-_FIELD_OPTIONS = {
-    "resources.nodes": "--nodes",
-    "resources.tasks_per_node": "--tasks-per-node",
-    "resources.gpus_per_node": "--gpus-per-node",
-    "resources.cpus_per_task": "--cpus-per-task",
-    "resources.memory": "--mem",
-    "resources.time": "--time",
-    "environment.venv": "--venv",
-    "environment.conda": "--conda",
-    "environment.container": "--container",
-    "max_requeues": "--max-requeues",
-    "signal_warn_s": "--signal-warn",
-}
-
-
-def _option_name(field: str) -> str:
-    if field in _FIELD_OPTIONS:
-        return _FIELD_OPTIONS[field]
-    head = field.split("[", 1)[0].split(".", 1)[0]
-    mapping = {"depends_on": "--after", "datasets": "--dataset", "params": "--param", "tags": "--tag"}
-    if field.startswith("environment.vars"):
-        return "--env " + field.rsplit(".", 1)[-1]
-    if field.startswith("environment.modules"):
-        return "--module"
-    return mapping.get(head, "--" + head.replace("_", "-")) if head != "command" else "command"
-
-
-# -- shared helpers -------------------------------------------------------------------------------
-
-
-def _client() -> SlurmClient:
-    from hpcplat.slurm import get_client
-
-    return get_client()
-
-
-def _config() -> SiteConfig:
-    from hpcplat.siteconfig import load
-
-    return load()
-
-
-def _check_ids(job_ids: Sequence[str]) -> list[str]:
-    out = []
-    for job_id in job_ids:
-        try:
-            parse_job_id(job_id)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        out.append(job_id.strip())
-    return out
-
-
-def find_jobs(client: SlurmClient, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-    """Records of the given jobs: one squeue call, plus one sacct call for those squeue lacks.
-    Raises :class:`UsageError` naming the ids neither knows."""
-    from hpcplat.watcher import _expand, _lookup
-
-    live = _expand(client.jobs(list(job_ids)))
-    found = {j: r for j in job_ids if (r := _lookup(j, live)) is not None}
-    missing = [j for j in job_ids if j not in found]
-    if missing:
-        try:
-            history = _expand(client.history(missing))
-        except SlurmError:
-            history = {}
-        for j in missing:
-            record = _lookup(j, history)
-            if record is not None:
-                found[j] = record
-    unknown = [j for j in job_ids if j not in found]
-    if unknown:
-        word, pronoun = ("job", "it") if len(unknown) == 1 else ("jobs", "them")
-        raise UsageError(
-            f"no such {word}: {', '.join(unknown)} (neither squeue nor sacct knows {pronoun})",
-            hint="`hpcplat jobs` lists your jobs",
-        )
-    return found
-
-
-def run_id_of(info: JobInfo) -> str:
-    comment = info.comment or ""
-    return comment[len("hpcplat:") :] if comment.startswith("hpcplat:") else ""
-
-
-def _elapsed(info: JobInfo) -> str:
-    seconds = info.elapsed_s
-    if (
-        seconds is None
-        and info.start_time is not None
-        and info.state in (JobState.RUNNING, JobState.COMPLETING)
-    ):
-        seconds = max(0, int(time.time() - info.start_time.timestamp()))
-    if seconds is None:
-        return "-"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def info_dict(info: JobInfo) -> dict[str, Any]:
-    return {
-        "job_id": info.job_id,
-        "name": info.name,
-        "user": info.user,
-        "state": info.state.value,
-        "reason": info.reason,
-        "partition": info.partition,
-        "account": info.account,
-        "qos": info.qos,
-        "nodes": info.nodes,
-        "num_nodes": info.num_nodes,
-        "gpus": info.gpus,  # the whole job's, queued, running or in accounting
-        "gpus_per_node": info.gpus_per_node,
-        "exit_code": info.exit_code,
-        "restarts": info.restarts,
-        "submit_time": info.submit_time.isoformat() if info.submit_time else None,
-        "start_time": info.start_time.isoformat() if info.start_time else None,
-        "end_time": info.end_time.isoformat() if info.end_time else None,
-        "elapsed_s": info.elapsed_s,
-        "time_limit": info.time_limit,
-        "run_id": run_id_of(info) or None,
-        "work_dir": info.work_dir,
-    }
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def output_path(client: SlurmClient, info: JobInfo, job_id: str, config: SiteConfig) -> OutputLocation:
-    """Where a job's output is: Slurm's answer (``StdOut``) while it has one, else a guess that
-    says so (:mod:`hpcplat.slurm.output`)."""
-    from hpcplat.slurm.output import output_location
-
-    return output_location(client, info, job_id, job_root=config.job_root_path())
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -351,16 +52,15 @@ def submit(command: tuple[str, ...], dry_run: bool, no_validate: bool, as_json: 
         return
     result = service.submit(spec)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "job_id": result.job_id,
-                    "run_id": result.run_id,
-                    "output": result.output_path,
-                    "job_dir": result.job_dir,
-                    "tracked": result.tracked,
-                }
-            )
+        echo_json(
+            {
+                "job_id": result.job_id,
+                "run_id": result.run_id,
+                "output": result.output_path,
+                "job_dir": result.job_dir,
+                "tracked": result.tracked,
+            },
+            compact=True,
         )
         return
     click.echo(f"Submitted job {result.job_id} (run {result.run_id})")
@@ -394,7 +94,7 @@ def jobs(all_users: bool, since: str | None, as_json: bool) -> None:
             records.setdefault(r.job_id, r)
     ordered = sorted(records.values(), key=lambda r: _sort_key(r.job_id))
     if as_json:
-        click.echo(json.dumps([info_dict(r) for r in ordered], indent=1))
+        echo_json([info_dict(r) for r in ordered])
         return
     if not ordered:
         click.echo("No jobs." + ("" if since else " (--history 1d shows finished ones)"))
@@ -404,32 +104,30 @@ def jobs(all_users: bool, since: str | None, as_json: bool) -> None:
             r.job_id,
             r.name[:30],
             r.state.value,
-            r.qos or "-",
+            r.qos or None,
             r.partition,
-            str(r.num_nodes or "-"),
-            str(r.gpus or "-"),
-            _elapsed(r),
-            r.nodes or (f"({r.reason})" if r.reason else "-"),
-            (run_id_of(r)[:8] or "-"),
+            r.num_nodes or None,
+            r.gpus or None,
+            elapsed(r),
+            r.nodes or (f"({r.reason})" if r.reason else None),
+            run_id_of(r)[:8] or None,
         ]
         for r in ordered
     ]
-    click.echo(
-        table(
-            rows,
-            [
-                "JOBID",
-                "NAME",
-                "STATE",
-                "TIER",
-                "PARTITION",
-                "NODES",
-                "TOTAL_GPUS",
-                "ELAPSED",
-                "NODELIST(REASON)",
-                "RUN",
-            ],
-        )
+    echo_table(
+        [
+            "JOBID",
+            "NAME",
+            "STATE",
+            "TIER",
+            "PARTITION",
+            "NODES",
+            "TOTAL_GPUS",
+            "ELAPSED",
+            "NODELIST(REASON)",
+            "RUN",
+        ],
+        rows,
     )
 
 
@@ -454,12 +152,17 @@ def show(job_id: str, as_json: bool) -> None:
     data["output"] = str(location.path)
     data["output_guessed"] = location.guess or None
     if as_json:
-        click.echo(json.dumps(data, indent=1))
+        echo_json(data)
         return
-    width = max(len(k) for k in data)
+    labels = {key: _SHOW_LABELS.get(key, key) for key in data}
+    width = max(len(label) for label in labels.values())
     for key, value in data.items():
         if value not in (None, "", 0) or key in ("job_id", "state"):
-            click.echo(f"{key.ljust(width)}  {value}")
+            click.echo(f"{labels[key].ljust(width)}  {value}")
+
+
+# Labels of `show` where the JSON key alone does not say what the number is.
+_SHOW_LABELS = {"gpus": "total_gpus"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -498,7 +201,7 @@ def _copy(path: Path, offset: int) -> int:
 
 
 def _follow(job_id: str, path: Path, client: SlurmClient) -> None:
-    from hpcplat.watcher import Watcher
+    from hpcplat.slurm.watcher import Watcher
 
     watcher = Watcher.shared(client)
     watcher.follow([job_id])
@@ -559,7 +262,7 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
 
     One squeue call per refresh for all the jobs (plus sacct for ended ones), backing off to 30 s.
     """
-    from hpcplat.watcher import Watcher
+    from hpcplat.slurm.watcher import Watcher
 
     ids = _check_ids(job_ids)
     client = _client()
@@ -616,4 +319,4 @@ class Progress:
             click.echo("", err=True)
 
 
-__all__ = ["cancel", "job_options", "jobs", "logs", "show", "spec_from_options", "submit", "wait"]
+__all__ = ["Progress", "cancel", "jobs", "logs", "show", "submit", "wait"]

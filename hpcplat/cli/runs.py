@@ -8,41 +8,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from hpcplat.cli import output
+from hpcplat.cli.common import catalog_option, open_catalog
+from hpcplat.cli.output import echo_json
 from hpcplat.errors import HpcplatError, UsageError
 
 if TYPE_CHECKING:
     from hpcplat.catalog.queries import RunDetails
     from hpcplat.catalog.service import Catalog
-
-catalog_option = click.option(
-    "--catalog",
-    "catalog_url",
-    metavar="URL",
-    default=None,
-    help="Catalog database URL (default: $HPCPLAT_CATALOG_URL, then [catalog] url of the site config).",
-)
-
-
-def open_catalog(url: str | None) -> Catalog:
-    from hpcplat.catalog.service import Catalog
-
-    return Catalog.open(url)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
 
 
 def _when(value: datetime | None) -> str:
@@ -90,7 +69,7 @@ def runs(
 
     rows = list_runs_at(catalog_url, user=user, team=team, tag=tag, status=status, limit=limit)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        echo_json([r.to_dict() for r in rows])
         return
     if not rows:
         click.echo("no runs match" if any((user, team, tag, status)) else "no runs in the catalog yet")
@@ -102,13 +81,13 @@ def runs(
             r.owner,
             r.team,
             r.status.value,
-            r.job_id or "-",
+            r.job_id or None,
             _when(r.created),
             ",".join(r.tags),
         ]
         for r in rows
     ]
-    click.echo(format_table(["RUN", "NAME", "OWNER", "TEAM", "STATUS", "JOB", "CREATED", "TAGS"], table))
+    output.echo_table(["RUN", "NAME", "OWNER", "TEAM", "STATUS", "JOB", "CREATED", "TAGS"], table)
 
 
 @runs.command("compare")
@@ -131,7 +110,7 @@ def compare(
     with open_catalog(url) as catalog:
         result = catalog.compare(list(refs))
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        echo_json(result.to_dict())
         return
     headers = [
         "",
@@ -149,7 +128,7 @@ def compare(
         ]
         for r in shown
     ]
-    text = format_table(headers, table).splitlines()
+    text = output.table(headers, table).splitlines()
     click.echo(text[0])
     for line, row in zip(text[1:], shown, strict=True):
         click.echo(click.style(line, fg="yellow", bold=True) if row.differs else line)
@@ -176,7 +155,7 @@ def show(ref: str, as_json: bool, show_diff: bool, show_script: bool, catalog_ur
         details = catalog.details(ref)
         script = catalog.sbatch_script(details.run.id) if show_script else ""
     if as_json:
-        click.echo(json.dumps(details.to_dict(), indent=1, default=str))
+        echo_json(details.to_dict())
         return
     if show_diff:
         click.echo(
@@ -259,15 +238,15 @@ def render_details(d: RunDetails) -> str:
                 a.job_id,
                 str(a.restart),
                 a.state.value,
-                a.nodes or "-",
+                a.nodes or None,
                 _when(a.start),
                 _when(a.end),
-                "-" if a.exit_code is None else str(a.exit_code),
+                a.exit_code,
                 a.reason or "",
             ]
             for a in d.attempts
         ]
-        table = format_table(["JOB", "RESTART", "STATE", "NODES", "START", "END", "EXIT", "REASON"], rows)
+        table = output.table(["JOB", "RESTART", "STATE", "NODES", "START", "END", "EXIT", "REASON"], rows)
         out += ["  " + line for line in table.splitlines()]
     else:
         out.append("  -")
@@ -431,7 +410,7 @@ def reconcile(grace: float, spools: tuple[Path, ...], as_json: bool, catalog_url
         for path in spools:
             report.spool_points += catalog.ingest_spool(path)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=1))
+        echo_json(asdict(report))
         return
     click.echo(report.summary())
     for run_id, old, new in report.runs_changed:

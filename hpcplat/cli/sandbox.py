@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 import click
 
+from hpcplat.cli.output import echo_json, echo_table
 from hpcplat.errors import UsageError
 
 
@@ -69,17 +69,19 @@ def status(as_json: bool, state_dir: Path | None) -> None:
 
     report = Sandbox.at(state_dir).status()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        echo_json(report.to_dict())
     else:
         click.echo(f"sandbox {report.name} in {report.state_dir}: {'up' if report.running else 'NOT up'}")
-        click.echo(f"{'DAEMON':<14} {'PID':>8} {'ALIVE':<6} {'PORT':>6}  LOG")
-        for d in report.daemons:
-            pid = str(d.pid) if d.pid is not None else "-"
-            port = str(d.port) if d.port is not None else "-"
-            click.echo(f"{d.name:<14} {pid:>8} {'yes' if d.alive else 'no':<6} {port:>6}  {d.log_file}")
-        click.echo(f"{'NODE':<14} {'ADDRESS':<15} {'PORT':>6}  STATE")
-        for n in report.nodes:
-            click.echo(f"{n.name:<14} {n.addr:<15} {n.port:>6}  {n.state}")
+        echo_table(
+            ["DAEMON", "PID", "ALIVE", "PORT", "LOG"],
+            [[d.name, d.pid, "yes" if d.alive else "no", d.port, d.log_file] for d in report.daemons],
+            right={"PID", "PORT"},
+        )
+        echo_table(
+            ["NODE", "ADDRESS", "PORT", "STATE"],
+            [[n.name, n.addr, n.port, n.state] for n in report.nodes],
+            right={"PORT"},
+        )
     if not report.running:
         raise click.exceptions.Exit(1)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from hpcplat.cli.jobs import job_options, overrides_from_options, spec_from_options
+from hpcplat.cli.output import echo_json, echo_table
+from hpcplat.cli.specflags import job_options, overrides_from_options, spec_from_options
 from hpcplat.errors import UsageError
 
 
@@ -55,7 +56,7 @@ def submit(
     hpcplat sweep submit -s sweep.yaml
     """
     from hpcplat.spec import SpecError
-    from hpcplat.sweep import (
+    from hpcplat.submission.sweep import (
         Distribution,
         SearchMethod,
         Sweep,
@@ -98,15 +99,14 @@ def submit(
     record = submit_sweep(definition)
     arrays = ", ".join(f"{a.job_id} ({a.size} tasks)" for a in record.arrays)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "sweep_id": record.sweep_id,
-                    "directory": record.directory,
-                    "points": len(record.points),
-                    "arrays": [vars(a) for a in record.arrays],
-                }
-            )
+        echo_json(
+            {
+                "sweep_id": record.sweep_id,
+                "directory": record.directory,
+                "points": len(record.points),
+                "arrays": [vars(a) for a in record.arrays],
+            },
+            compact=True,
         )
         return
     click.echo(f"Submitted sweep {record.sweep_id}: {len(record.points)} points as array job(s) {arrays}")
@@ -117,7 +117,7 @@ def submit(
 @click.argument("sweep_ref", metavar="SWEEP")
 def status(sweep_ref: str) -> None:
     """Count a sweep's points by state (one squeue call)."""
-    from hpcplat.sweep import collect, find_sweep
+    from hpcplat.submission.sweep import collect, find_sweep
 
     record = find_sweep(sweep_ref)
     counts: dict[str, int] = {}
@@ -134,8 +134,7 @@ def status(sweep_ref: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per point).")
 def results(sweep_ref: str, wait_: bool, timeout: float | None, as_json: bool) -> None:
     """Each point's parameters, state and result (what it wrote to $HPCPLAT_RESULT_FILE)."""
-    from hpcplat.cli.jobs import table
-    from hpcplat.sweep import collect, find_sweep
+    from hpcplat.submission.sweep import collect, find_sweep
 
     record = find_sweep(sweep_ref)
     try:
@@ -143,7 +142,7 @@ def results(sweep_ref: str, wait_: bool, timeout: float | None, as_json: bool) -
     except TimeoutError as exc:
         raise UsageError(str(exc)) from None
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in points], indent=1))
+        echo_json([p.to_dict() for p in points])
         return
     names = list(record.points[0]) if record.points else []
     rows = [
@@ -152,18 +151,18 @@ def results(sweep_ref: str, wait_: bool, timeout: float | None, as_json: bool) -
             p.job_id,
             p.state.value,
             *(str(p.params.get(n)) for n in names),
-            json.dumps(p.result, sort_keys=True) if p.result is not None else "-",
+            json.dumps(p.result, sort_keys=True) if p.result is not None else None,
         ]
         for p in points
     ]
-    click.echo(table(rows, ["POINT", "JOB", "STATE", *names, "RESULT"]))
+    echo_table(["POINT", "JOB", "STATE", *names, "RESULT"], rows)
 
 
 @sweep.command("list")
 def list_() -> None:
     """List the sweeps under the job root (newest last)."""
     from hpcplat.siteconfig import load
-    from hpcplat.sweep import SweepRecord, sweeps_root
+    from hpcplat.submission.sweep import SweepRecord, sweeps_root
 
     root = sweeps_root(load())
     found = sorted(p for p in root.glob("*") if (p / "sweep.json").is_file()) if root.is_dir() else []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 
 import click
 
+from hpcplat.cli.output import echo_json, echo_table
 from hpcplat.errors import UsageError
 
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -38,40 +38,47 @@ def usage(
     since: str, accounts: tuple[str, ...], users: tuple[str, ...], by_team: bool, as_json: bool
 ) -> None:
     """GPU-hours per team (Slurm account) and user, with team quotas, from Slurm accounting."""
-    from hpcplat.accounting import gpu_usage
     from hpcplat.slurm import get_client
+    from hpcplat.slurm.accounting import gpu_usage
 
     report = gpu_usage(
         get_client(), since=parse_since(since), accounts=accounts, users=users, by_user=not by_team
     )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "since": report.since.isoformat(timespec="seconds"),
-                    "total_gpu_hours": report.total_gpu_hours,
-                    "quotas": report.quotas,
-                    "rows": [
-                        {
-                            "account": r.account,
-                            "user": r.user,
-                            "jobs": r.jobs,
-                            "gpu_hours": r.gpu_hours,
-                            "cpu_hours": r.cpu_hours,
-                            "states": r.states,
-                        }
-                        for r in report.rows
-                    ],
-                },
-                indent=1,
-            )
+        echo_json(
+            {
+                "since": report.since.isoformat(timespec="seconds"),
+                "total_gpu_hours": report.total_gpu_hours,
+                "quotas": report.quotas,
+                "rows": [
+                    {
+                        "account": r.account,
+                        "user": r.user,
+                        "jobs": r.jobs,
+                        "gpu_hours": r.gpu_hours,
+                        "cpu_hours": r.cpu_hours,
+                        "states": r.states,
+                    }
+                    for r in report.rows
+                ],
+            }
         )
         return
     click.echo(f"GPU usage since {report.since:%Y-%m-%d %H:%M} (Slurm accounting)")
-    header = f"{'TEAM':12s} {'USER':12s} {'JOBS':>6s} {'GPU-HOURS':>10s} {'CPU-HOURS':>10s}  QUOTA"
-    click.echo(header)
-    for r in report.rows:
-        quota = report.quotas.get(r.account, "-")
-        who = r.user or "*"
-        click.echo(f"{r.account:12s} {who:12s} {r.jobs:6d} {r.gpu_hours:10.3f} {r.cpu_hours:10.3f}  {quota}")
-    click.echo(f"{'total':12s} {'':12s} {sum(r.jobs for r in report.rows):6d} {report.total_gpu_hours:10.3f}")
+    rows: list[list[object]] = [
+        [
+            r.account,
+            r.user or "*",
+            r.jobs,
+            f"{r.gpu_hours:.3f}",
+            f"{r.cpu_hours:.3f}",
+            report.quotas.get(r.account),
+        ]
+        for r in report.rows
+    ]
+    rows.append(["total", "", sum(r.jobs for r in report.rows), f"{report.total_gpu_hours:.3f}", "", ""])
+    echo_table(
+        ["TEAM", "USER", "JOBS", "GPU-HOURS", "CPU-HOURS", "QUOTA"],
+        rows,
+        right={"JOBS", "GPU-HOURS", "CPU-HOURS"},
+    )

@@ -10,7 +10,7 @@ Nothing is ever half-submitted:
 * ``sbatch`` failing marks the recorded run NOT_SUBMITTED (``abandon_intent``) and raises
   :class:`SubmissionError` with Slurm's own words;
 * the catalog failing *after* ``sbatch`` cancels the job (``scancel``) and says so; should that fail
-  too, a reconciliation record is written (:mod:`hpcplat.submission.spool`) and the error names it.
+  too, a reconciliation record is written (:mod:`hpcplat.catalog.pending`) and the error names it.
   There is never a job the catalog does not know about without a record saying so.
 """
 
@@ -28,18 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcplat.catalog import pending
+from hpcplat.catalog.intent import RunIntent
 from hpcplat.errors import HpcplatError, UsageError
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.siteconfig import load as load_config
 from hpcplat.slurm.client import SlurmClient
 from hpcplat.spec import JobSpec, SpecError
-from hpcplat.submission import spool
 from hpcplat.submission.render import ArrayPart, render
 from hpcplat.submission.validate import Checked, validate, with_cluster_problems
 
 if TYPE_CHECKING:
     from hpcplat.catalog import Catalog
-    from hpcplat.catalog.intent import RunIntent
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def open_catalog(config: SiteConfig) -> Catalog | None:
         return None
     held = _catalogs.get(url)
     if held is None:
+        # Here, not above: the catalog service imports SQLAlchemy and SQLModel, which a process
+        # without a configured catalog (or one that never submits) need not load.
         from hpcplat.catalog import Catalog
 
         held = Catalog.open(url)
@@ -268,8 +270,6 @@ def make_intent(
     params: dict[str, Any] | None = None,
     request: dict[str, Any] | None = None,
 ) -> RunIntent:
-    from hpcplat.catalog.intent import RunIntent
-
     spec = checked.spec
     return RunIntent(
         name=spec.name,
@@ -341,7 +341,9 @@ def confirm(
             for run_id, attempt_job in confirmations[done:]:
                 try:
                     records.append(
-                        str(spool.write_pending(run_id, attempt_job, catalog_url=catalog_url, reason=reason))
+                        str(
+                            pending.write_pending(run_id, attempt_job, catalog_url=catalog_url, reason=reason)
+                        )
                     )
                 except OSError as spool_exc:
                     raise SubmissionError(

@@ -1,7 +1,7 @@
 """slurmctld restarts while jobs run and while a sweep is being submitted.
 
-The sweep is submitted in-process through ``hpcplat.sweep.submit_sweep`` with a Slurm client that
-reports ``MaxArraySize=2`` (so 4 points go as 2 arrays) and stops slurmctld (SIGTERM) just before
+The sweep is submitted in-process through ``hpcplat.submission.sweep.submit_sweep`` with a Slurm
+client that reports ``MaxArraySize=2`` (so 4 points go as 2 arrays) and stops slurmctld (SIGTERM) just before
 the second ``sbatch``. Trial 1 starts it again at once (sbatch retries its connection for about
 9 s, so the sweep should end fully submitted); trial 2 leaves it down until the sweep gave up (a
 clear error, the arrays already queued cancelled or tracked). Either way every array Slurm has must
@@ -97,7 +97,7 @@ def sweep_arrays_in_slurm(h: Harness, name: str) -> set[str]:
 def test_slurmctld_restart_under_running_jobs_and_a_sweep_submission(
     rep: int, sandbox: Sandbox, tmp_path: Path, fault_report: FaultReport
 ) -> None:
-    from hpcplat.sweep import Distribution, DistributionKind, Sweep, SweepError, submit_sweep
+    from hpcplat.submission.sweep import Distribution, DistributionKind, Sweep, SweepError, submit_sweep
 
     restart_at_once = rep % 2 == 0
     with fault_report.trial("slurmctld-restart", rep) as trial, harness(sandbox, tmp_path) as h:

@@ -67,6 +67,22 @@ def test_submit_wait_logs_show_jobs(env: dict[str, str], tmp_path: Path) -> None
     assert len(runs(tmp_path)) == 1
 
 
+def test_jobs_and_show_label_gpus_as_the_jobs_total(env: dict[str, str]) -> None:
+    job = submit(env, "--time", "5", "--nodes", "2", "--gpus-per-node", "1", "--", "sleep", "120")
+    try:
+        shown = invoke(["show", job["job_id"]], env=env)
+        assert shown.exit_code == 0, shown.output
+        lines = {line.split()[0]: line.split()[1:] for line in shown.output.splitlines() if line.strip()}
+        assert lines["total_gpus"] == ["2"] and lines["gpus_per_node"] == ["1"]
+        assert "gpus" not in lines
+        listed = invoke(["jobs"], env=env).output.splitlines()
+        header = listed[0].split()
+        row = next(line.split() for line in listed[1:] if line.split()[0] == job["job_id"])
+        assert "TOTAL_GPUS" in header and row[header.index("TOTAL_GPUS")] == "2"
+    finally:
+        invoke(["cancel", job["job_id"]], env=env)
+
+
 def test_failed_job_makes_wait_exit_1(env: dict[str, str]) -> None:
     job = submit(env, "--time", "5", "--", "python3", "-c", "raise SystemExit(3)")
     waited = invoke(["wait", "--quiet", job["job_id"]], env=env)

@@ -14,10 +14,10 @@ from hpcplat.launch import expand_nodelist, master_port
 from hpcplat.sandbox import Sandbox
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import JobSpec, Resources
 from hpcplat.submission import facts
 from hpcplat.submission.service import submit
-from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox

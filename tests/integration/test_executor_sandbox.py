@@ -15,8 +15,8 @@ from hpcplat.executor import Executor, Job
 from hpcplat.sandbox import Sandbox
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.submission import facts
-from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +12,10 @@ from hpcplat.sandbox import Sandbox
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import JobSpec, Resources
 from hpcplat.submission import facts
 from hpcplat.submission.service import submit
-from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
 from tests.fixtures.users import UnixUser
 
@@ -33,19 +30,11 @@ def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     return dict(sandbox.env())
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hpcplat-shared-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_a_job_refuses_a_checkpoint_directory_another_user_planted(
-    env: dict[str, str], tmp_path: Path, shared: Path, unix_users: dict[str, UnixUser]
+    env: dict[str, str], tmp_path: Path, shared_dir: Path, unix_users: dict[str, UnixUser]
 ) -> None:
     mallory = unix_users["mallory"]
-    planted = shared / "checkpoints"
+    planted = shared_dir / "checkpoints"
     assert mallory.run(["mkdir", "-m", "0755", str(planted)]).returncode == 0
     client = CliBackend(env=env)
     config: SiteConfig = sandbox_config(env, tmp_path)

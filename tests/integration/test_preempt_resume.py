@@ -26,10 +26,10 @@ from hpcplat.siteconfig import SiteConfig
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.models import JobInfo
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import Environment, JobSpec, Resources
 from hpcplat.submission import facts
 from hpcplat.submission.service import Submission, submit
-from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox

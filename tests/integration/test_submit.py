@@ -15,11 +15,11 @@ from hpcplat.sandbox import Sandbox
 from hpcplat.siteconfig import SiteConfig, current_user
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import DatasetRef, JobSpec, Resources
 from hpcplat.submission import facts, spool
 from hpcplat.submission.service import SubmissionError, submit
 from hpcplat.submission.validate import cluster_problems
-from hpcplat.watcher import Watcher
 from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox

@@ -13,10 +13,17 @@ from hpcplat.sandbox import Sandbox
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
+from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import JobSpec, Resources
 from hpcplat.submission import facts
-from hpcplat.sweep import SearchMethod, Sweep, SweepRecord, collect, parse_distribution, submit_sweep
-from hpcplat.watcher import Watcher
+from hpcplat.submission.sweep import (
+    SearchMethod,
+    Sweep,
+    SweepRecord,
+    collect,
+    parse_distribution,
+    submit_sweep,
+)
 from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from hpcplat.accounting import gpu_usage
 from hpcplat.cli.main import cli
 from hpcplat.sandbox import Sandbox
+from hpcplat.slurm.accounting import gpu_usage
 from hpcplat.slurm.cli_backend import CliBackend
 
 pytestmark = pytest.mark.sandbox

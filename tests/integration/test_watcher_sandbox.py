@@ -11,7 +11,7 @@ from hpcplat.runner import CommandResult, run
 from hpcplat.sandbox import Sandbox
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
-from hpcplat.watcher import Watcher
+from hpcplat.slurm.watcher import Watcher
 
 pytestmark = pytest.mark.sandbox
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from hpcplat.catalog import Catalog, EventKind, RunIntent, RunStatus
+from hpcplat.catalog import Catalog, EventKind, RunIntent, RunStatus, pending
 from hpcplat.catalog import spool as spool_format
-from hpcplat.catalog.reconcile import derive_status
-from hpcplat.catalog.selfregister import JobEnvironment
+from hpcplat.catalog.reconcile import derive_status, reconcile
+from hpcplat.catalog.selfregister import JobEnvironment, register_job
+from hpcplat.catalog.store import Store
 from hpcplat.catalog.types import utcnow
 from hpcplat.errors import SlurmError
 from hpcplat.slurm.cli_backend import CliBackend
@@ -260,7 +261,6 @@ def test_reconcile_ingests_spools_of_tracked_jobs(catalog: Catalog, tmp_path: Pa
 def test_pending_records_from_the_submission_layer(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pending = pytest.importorskip("hpcplat.submission.spool")
     monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "pending"))
     run_id = catalog.record_intent(RunIntent(name="x", owner="alice", team="vision"))
     record = pending.write_pending(run_id, "800", catalog_url=catalog.url, reason="catalog was down")
@@ -271,7 +271,6 @@ def test_pending_records_from_the_submission_layer(
 
 
 def test_pending_records_are_private_to_their_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pending = pytest.importorskip("hpcplat.submission.spool")
     monkeypatch.delenv("HPCPLAT_SPOOL_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     old_umask = os.umask(0o022)
@@ -282,6 +281,34 @@ def test_pending_records_are_private_to_their_owner(tmp_path: Path, monkeypatch:
     assert record.stat().st_mode & 0o777 == 0o600
     for directory in (tmp_path / "state", tmp_path / "state" / "hpcplat", record.parent):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+def test_submission_layer_writes_the_records_the_catalog_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The format lives in hpcplat.catalog.pending; hpcplat.submission.spool is its old name."""
+    from hpcplat.submission import spool as old_name
+
+    monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "pending"))
+    path = old_name.write_pending("r" * 36, "801", catalog_url="sqlite:///x", reason="down")
+    assert [(p, r.job_id) for p, r in pending.pending()] == [(path, "801")]
+
+
+def test_reconcile_and_selfregister_take_a_store(catalog_url: str) -> None:
+    """Reconciliation and self-registration work on the store alone, no Catalog in between."""
+    store = Store.open(catalog_url)
+    try:
+        run_id, created = register_job(store, JobEnvironment(job_id="901", user="alice"), {})
+        assert created
+        slurm = RecordedSlurm()
+        slurm.history_records = [
+            JobInfo(job_id="901", name="x", user="alice", state=JobState.COMPLETED, elapsed_s=5)
+        ]
+        report = reconcile(store, slurm)
+        assert report.runs_changed == [(run_id, "RUNNING", "COMPLETED")]
+        assert slurm.calls and len(slurm.calls) == 2
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(

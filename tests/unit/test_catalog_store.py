@@ -457,3 +457,42 @@ def test_unreachable_server_is_a_clear_error() -> None:
 def test_unsupported_url() -> None:
     with pytest.raises(UsageError, match="unsupported catalog URL"):
         Catalog.open("mysql://x@y/z")
+
+
+def test_store_scopes_commit_roll_back_and_read(catalog_url: str) -> None:
+    """The store's write scope is one transaction: committed at the end, gone on an error."""
+    from hpcplat.catalog.models import Event
+    from hpcplat.catalog.store import Store
+
+    store = Store.open(catalog_url)
+    try:
+        with store.write() as s:
+            s.add(Event(kind=EventKind.NOTE, reason="kept"))
+        with pytest.raises(RuntimeError), store.write() as s:
+            s.add(Event(kind=EventKind.NOTE, reason="rolled back"))
+            s.flush()
+            raise RuntimeError("stop")
+        with store.write_conn() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO event (kind, reason, source, at) VALUES ('NOTE', 'core', '', '2024-01-01')"
+            )
+        with store.read_conn() as conn:
+            reasons = [r[0] for r in conn.exec_driver_sql("SELECT reason FROM event ORDER BY id")]
+        assert reasons == ["kept", "core"]
+        with store.read() as s:
+            assert s.get(Event, 1) is not None
+    finally:
+        store.close()
+
+
+def test_store_write_refused_is_a_catalog_error(tmp_path: Path) -> None:
+    from hpcplat.catalog.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with pytest.raises(CatalogError, match="the catalog refused a write") as info, store.write() as s:
+            s.execute(sa.text("PRAGMA query_only=ON"))
+            s.execute(sa.text("INSERT INTO param (run_id, name, value) VALUES ('r', 'n', '1')"))
+        assert "nothing was written" in (info.value.hint or "")
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ import pytest
 from hpcplat import checkpoint
 from hpcplat.checkpoint import Checkpointer, CheckpointWriteError, Format, StopReason
 from hpcplat.errors import CommandError, HpcplatError, SlurmError, UsageError
+from hpcplat.job.checkpoint import signals
 from hpcplat.runner import CommandResult
 
 
@@ -185,13 +186,13 @@ def test_callbacks_run_once_at_the_step_boundary_not_in_the_handler(tmp_path: Pa
     seen: list[str] = []
     checkpoint.on_signal(lambda: seen.append("flushed"))
     assert not cp.should_stop and seen == []
-    checkpoint._handle(signal.SIGUSR1, None)  # what the signal does: only the flag
+    signals._handle(signal.SIGUSR1, None)  # what the signal does: only the flag
     assert seen == [] and cp.stop_reason is StopReason.WARNING
     assert cp.should_stop and cp.should_stop
     assert seen == ["flushed"]
-    checkpoint._handle(signal.SIGTERM, None)  # preemption after a warning wins
+    signals._handle(signal.SIGTERM, None)  # preemption after a warning wins
     assert cp.stop_reason is StopReason.PREEMPTED
-    checkpoint._callbacks.clear()
+    signals._callbacks.clear()
 
 
 def test_signals_set_the_flag_in_a_real_process(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_history_asks_accounting_for_the_comment_that_names_the_run() -> None:
 
 
 def test_show_finds_the_run_of_a_job_only_accounting_knows() -> None:
-    from hpcplat.cli.jobs import find_jobs, info_dict
+    from hpcplat.cli.common import find_jobs, info_dict
 
     # squeue has forgotten the job (an empty answer); sacct's record names its run.
     runner = RecordedRunner({"squeue": "", "sacct": recorded("sacct_comment.txt")})

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,51 +22,42 @@ from hpcplat.submission.service import ensure_job_root
 from tests.fixtures.users import UnixUser
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A job root every user can write to, like a site's ``/shared/jobs`` (mode 1777)."""
-    path = Path(tempfile.mkdtemp(prefix="hpcplat-shared-jobs-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def config(root: Path) -> SiteConfig:
     return from_data({"submission": {"job_root": str(root)}})
 
 
 def test_each_user_gets_a_private_root_nobody_else_can_write(
-    shared: Path, unix_users: dict[str, UnixUser]
+    shared_dir: Path, unix_users: dict[str, UnixUser]
 ) -> None:
-    root = ensure_job_root(config(shared))
-    assert root == shared / current_user()
+    root = ensure_job_root(config(shared_dir))
+    assert root == shared_dir / current_user()
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     planted = unix_users["mallory"].run(["mkdir", str(root / "4242")])
     assert planted.returncode != 0 and "Permission denied" in planted.stderr
     assert not (root / "4242").exists()
 
 
-def test_a_root_created_by_another_user_is_refused(shared: Path, unix_users: dict[str, UnixUser]) -> None:
+def test_a_root_created_by_another_user_is_refused(shared_dir: Path, unix_users: dict[str, UnixUser]) -> None:
     mallory = unix_users["mallory"]
-    assert mallory.run(["mkdir", "-m", "0777", str(shared / current_user())]).returncode == 0
+    assert mallory.run(["mkdir", "-m", "0777", str(shared_dir / current_user())]).returncode == 0
     with pytest.raises(UsageError, match="belongs to hpcplat-mallory") as caught:
-        ensure_job_root(config(shared))
+        ensure_job_root(config(shared_dir))
     assert "never uses a directory someone else created" in str(caught.value)
 
 
-def test_a_link_planted_as_the_root_is_refused(shared: Path, unix_users: dict[str, UnixUser]) -> None:
+def test_a_link_planted_as_the_root_is_refused(shared_dir: Path, unix_users: dict[str, UnixUser]) -> None:
     mallory = unix_users["mallory"]
-    target = shared / "mallorys"
+    target = shared_dir / "mallorys"
     assert mallory.run(["mkdir", str(target)]).returncode == 0
-    assert mallory.run(["ln", "-s", str(target), str(shared / current_user())]).returncode == 0
+    assert mallory.run(["ln", "-s", str(target), str(shared_dir / current_user())]).returncode == 0
     with pytest.raises(UsageError, match="not a directory"):
-        ensure_job_root(config(shared))
+        ensure_job_root(config(shared_dir))
 
 
-def test_an_own_root_left_open_is_made_private(shared: Path) -> None:
-    (shared / current_user()).mkdir(mode=0o755)
-    (shared / current_user()).chmod(0o777)
-    root = ensure_job_root(config(shared))
+def test_an_own_root_left_open_is_made_private(shared_dir: Path) -> None:
+    (shared_dir / current_user()).mkdir(mode=0o755)
+    (shared_dir / current_user()).chmod(0o777)
+    root = ensure_job_root(config(shared_dir))
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
 
 
@@ -84,15 +72,15 @@ class _Planted:
 
 
 def test_a_checkpoint_planted_by_another_user_is_never_loaded(
-    shared: Path, unix_users: dict[str, UnixUser]
+    shared_dir: Path, unix_users: dict[str, UnixUser]
 ) -> None:
-    directory = shared / "team-checkpoints"
+    directory = shared_dir / "team-checkpoints"
     directory.mkdir(mode=0o777)
     directory.chmod(0o777)
     cp = checkpoint.Checkpointer(directory, rank=0, world_size=1, handle_signals=False, keep=None)
     saved = cp.save({"weights": [1, 2]}, 10, format="pickle")
     # The co-tenant swaps in their own shard (a pickle that runs code when loaded).
-    evidence = shared / "pwned"
+    evidence = shared_dir / "pwned"
     saved.shard.unlink()
     saved.shard.write_bytes(pickle.dumps(_Planted(str(evidence))))
     mallory = unix_users["mallory"]

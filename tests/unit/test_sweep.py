@@ -9,7 +9,7 @@ import pytest
 
 from hpcplat.errors import UsageError
 from hpcplat.spec import JobSpec, SpecError
-from hpcplat.sweep import (
+from hpcplat.submission.sweep import (
     Distribution,
     DistributionKind,
     SearchMethod,
@@ -119,7 +119,9 @@ def test_sweep_file_reads_exponents_without_a_dot(tmp_path: Path) -> None:
     assert all(1e-5 <= p["lr"] <= 0.1 for p in sweep.points())  # type: ignore[operator]
     for bad in ("min: low, max: 1", "min: .nan, max: 1", "min: 2, max: 1", "min: true, max: 2"):
         path.write_text(f"parameters: {{lr: {{distribution: uniform, {bad}}}}}\njob: {{command: x}}\n")
-        with pytest.raises(UsageError, match=r"sweep\.yaml:1: parameters\.lr: needs finite numbers min <= max, got"):
+        with pytest.raises(
+            UsageError, match=r"sweep\.yaml:1: parameters\.lr: needs finite numbers min <= max, got"
+        ):
             load_sweep_file(path)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from hpcplat.slurm.models import JobInfo
 from hpcplat.slurm.state import JobState
-from hpcplat.watcher import LOST_REASON, Watcher, _expand
+from hpcplat.slurm.watcher import LOST_REASON, Watcher, _expand
 
 
 def job(job_id: str, state: JobState, **kw: Any) -> JobInfo:

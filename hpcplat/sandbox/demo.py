@@ -246,7 +246,7 @@ def step_train(demo: Demo, data: Path) -> None:
 
 
 def _has_checkpoint(demo: Demo) -> bool:
-    from hpcplat.checkpoint import scan
+    from hpcplat.job.checkpoint import scan
 
     folder = demo.job_dir / "checkpoints"
     return folder.exists() and any(status.complete for status in scan(folder))

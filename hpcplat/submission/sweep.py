@@ -41,7 +41,7 @@ from hpcplat.spec.files import read_document
 
 if TYPE_CHECKING:
     from hpcplat.catalog import Catalog
-    from hpcplat.watcher import Watcher
+    from hpcplat.slurm.watcher import Watcher
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 SWEEP_FORMAT = 1
@@ -610,7 +610,7 @@ def collect(
 ) -> list[PointResult]:
     """Each point's state (one squeue, plus one sacct for finished ones, through the shared
     watcher) and result file."""
-    from hpcplat.watcher import Watcher
+    from hpcplat.slurm.watcher import Watcher
 
     watcher = watcher or Watcher.shared()
     task_ids = [record.task_id(i) for i in range(len(record.points)) if _has_array(record, i)]
