@@ -31,7 +31,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -41,6 +40,7 @@ from submitit.core import core
 from submitit.core.utils import DelayedSubmission, FailedJobError, JobPaths, UncompletedJobError
 
 from hpcplat.errors import HpcplatError, UsageError
+from hpcplat.files import atomic_write
 from hpcplat.slurm.state import JobState
 
 if TYPE_CHECKING:
@@ -475,16 +475,7 @@ def _find_unpicklable(delayed: DelayedSubmission) -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 # -- the executor ---------------------------------------------------------------------------------

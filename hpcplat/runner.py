@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from hpcplat.errors import CommandError, CommandNotFound, CommandTimeout
+from hpcplat.redact import redact_text
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -43,7 +44,8 @@ class Runner(Protocol):
 
 
 def _describe(argv: Sequence[str]) -> str:
-    shown = " ".join(argv)
+    """The command line for a message, credentials of URLs in it hidden (:mod:`hpcplat.redact`)."""
+    shown = redact_text(" ".join(argv))
     return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
@@ -106,7 +108,7 @@ def run(
         duration_s=time.monotonic() - started,
     )
     if check and proc.returncode != 0:
-        detail = proc.stderr.strip() or proc.stdout.strip() or "(no output)"
+        detail = redact_text(proc.stderr.strip() or proc.stdout.strip() or "(no output)")
         raise error(
             f"{_describe(argv)} failed with exit code {proc.returncode}: {detail}",
             argv=argv,

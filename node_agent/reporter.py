@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcplat.errors import CommandError
+from hpcplat.files import atomic_write
 from hpcplat.runner import Runner, run
 from node_agent.attribution import GpuAttribution
 from node_agent.spool import Spool, read_records
@@ -229,9 +229,8 @@ def send(spool_dir: Path, catalog_url: str) -> tuple[int, int]:
 
 
 def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, text, mode=path.stat().st_mode & 0o777)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,26 +19,21 @@ from dataclasses import dataclass, field
 
 from hpcplat.errors import CommandError, SlurmError
 from hpcplat.runner import Runner, run
+from hpcplat.slurm.parse import (
+    expand_hostlist,
+    gres_gpu_count,
+    parse_gpu_indices,
+    parse_show_job,
+    run_id_from_comment,
+    tres_gpu_count,
+)
 from hpcplat.slurm.state import JobState, NodeStatus, parse_job_state, parse_node_state
-from node_agent import DRAIN_REASON_PREFIX, hostlist
+from node_agent import DRAIN_REASON_PREFIX
 
 log = logging.getLogger(__name__)
 
 SEP = "\x1f"
 _SQUEUE_FORMAT = SEP.join(["%A", "%T", "%S", "%D"])
-_WHOLE_LINE_KEYS = ("JobName", "StdOut", "StdErr", "StdIn", "WorkDir", "Command", "Comment", "AdminComment")
-_GPU_IDX = re.compile(r"(?:^|,)gpu[^(,]*\(IDX:([0-9,\-]+)\)")
-
-
-def _indices(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
 
 
 @dataclass(frozen=True)
@@ -68,8 +63,7 @@ class JobDetail:
     @property
     def run_id(self) -> str | None:
         """The hpcplat run id from ``--comment=hpcplat:<run id>``."""
-        comment = self.comment.strip()
-        return comment.split(":", 1)[1] or None if comment.startswith("hpcplat:") else None
+        return run_id_from_comment(self.comment)
 
     def gpus_known(self, node: str) -> bool:
         return self.gpu_count == 0 or node in self.gpus_by_node
@@ -80,43 +74,12 @@ class JobDetail:
 
 
 def parse_job_detail(text: str) -> JobDetail:
-    """Parse the multi-line ``scontrol show job -d`` output of ONE job."""
-    kv: dict[str, str] = {}
-    gpus: dict[str, tuple[int, ...]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("Nodes=") and "GRES=" in line:
-            nodes_text = line.split()[0].split("=", 1)[1]
-            gres = (line.split("GRES=", 1)[1].split() or [""])[0]
-            idx = tuple(i for m in _GPU_IDX.finditer(gres) for i in _indices(m.group(1)))
-            if idx:
-                for node in hostlist.expand(nodes_text):
-                    gpus[node] = idx
-            continue
-        whole = next((k for k in _WHOLE_LINE_KEYS if line.startswith(k + "=")), None)
-        if whole is not None:
-            kv[whole] = line.split("=", 1)[1].rstrip()
-            continue
-        if line.startswith("JobId="):
-            # JobId=46 ArrayJobId=42 ArrayTaskId=2 JobName=the name, to the end of the line
-            first, _, name = line.partition(" JobName=")
-            for match in re.finditer(r"(\S+?)=(\S*)", first):
-                kv.setdefault(match.group(1), match.group(2))
-            kv["JobName"] = name.rstrip()
-            continue
-        for match in re.finditer(r"(\S+?)=(\S*)", line):
-            kv.setdefault(match.group(1), match.group(2))
+    """Parse the multi-line ``scontrol show job -d`` output of ONE job
+    (:func:`hpcplat.slurm.parse.parse_show_job`)."""
+    kv = parse_show_job(text)
+    gpus = {node: tuple(indices) for node, indices in parse_gpu_indices(text).items()}
     user_field = kv.get("UserId", "")
     user_match = re.match(r"([^()]*)\((\d+)\)", user_field)
-    tres = kv.get("TRES", "")
-    gpu_count = 0
-    for item in tres.split(","):
-        key, _, value = item.partition("=")
-        if key == "gres/gpu" and value.isdigit():
-            gpu_count = int(value)
-    node_list = kv.get("NodeList", "")
     return JobDetail(
         job_id=kv.get("JobId", ""),
         name=kv.get("JobName", ""),
@@ -126,7 +89,7 @@ def parse_job_detail(text: str) -> JobDetail:
         partition=kv.get("Partition", ""),
         qos=kv.get("QOS", ""),
         account=kv.get("Account", ""),
-        nodes=tuple(hostlist.expand(node_list)) if node_list and node_list != "(null)" else (),
+        nodes=tuple(expand_hostlist(kv.get("NodeList", ""))),
         num_nodes=int(kv["NumNodes"]) if kv.get("NumNodes", "").isdigit() else 0,
         requeue=kv.get("Requeue") == "1",
         batch=kv.get("BatchFlag") == "1",
@@ -135,7 +98,7 @@ def parse_job_detail(text: str) -> JobDetail:
         stdout_path=kv.get("StdOut", ""),
         comment=kv.get("Comment", ""),
         gpus_by_node=gpus,
-        gpu_count=gpu_count,
+        gpu_count=tres_gpu_count(kv.get("TRES", "")),
     )
 
 
@@ -333,9 +296,5 @@ def parse_node_line(text: str, node: str) -> NodeView | None:
         line, reason = line.split(" Reason=", 1)
         reason = re.sub(r"\s*\[[^\]]*@[^\]]*\]\s*$", "", reason.strip())
     kv: dict[str, str] = {m.group(1): m.group(2) for m in re.finditer(r"(\S+?)=(\S*)", line)}
-    gpus = 0
-    for item in kv.get("Gres", "").split(","):
-        pieces = re.sub(r"\(.*?\)", "", item).split(":")
-        if pieces and pieces[0] == "gpu" and len(pieces) >= 2 and pieces[-1].isdigit():
-            gpus += int(pieces[-1])
+    gpus = gres_gpu_count(kv.get("Gres", ""))
     return NodeView(name=node, status=parse_node_state(kv.get("State", "UNKNOWN")), reason=reason, gpus=gpus)

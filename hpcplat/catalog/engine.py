@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hpcplat.errors import CatalogError, UsageError
 from hpcplat.private import make_private_dir, touch_private
+from hpcplat.redact import redact_url as _redact_url
 
 BUSY_TIMEOUT_MS = 30_000
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -28,8 +28,8 @@ READ = {"sqlite_begin": "DEFERRED"}
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    """The URL with its credentials hidden, for messages (:func:`hpcplat.redact.redact_url`)."""
+    return _redact_url(url)
 
 
 def _dumps(value: Any) -> str:

@@ -65,8 +65,10 @@ def build_query(
     tag: str | None = None,
     status: str | list[RunStatus] | None = None,
     limit: int | None = DEFAULT_LIMIT,
+    offset: int = 0,
 ) -> tuple[str, dict[str, Any]]:
-    """The SQL (``:name`` parameters, valid on SQLite and PostgreSQL) and its parameters."""
+    """The SQL (``:name`` parameters, valid on SQLite and PostgreSQL) and its parameters;
+    ``offset`` skips that many runs of the order (paging, with ``limit``)."""
     where: list[str] = []
     binds: dict[str, Any] = {}
     if user:
@@ -98,6 +100,11 @@ def build_query(
             )
         sql += " LIMIT :limit"
         binds["limit"] = limit
+    if offset:
+        if offset < 0 or limit is None:
+            raise UsageError(f"offset must be at least 0 and come with a limit, got {offset}")
+        sql += " OFFSET :offset"
+        binds["offset"] = offset
     return sql, binds
 
 

@@ -7,20 +7,21 @@ attaches it to its run once the catalog is reachable, and deletes the file. The 
 catalog, the layer that reads it; the submission layer above writes it.
 
 Directory: ``$HPCPLAT_SPOOL_DIR``, else ``$XDG_STATE_HOME/hpcplat/reconcile`` (``~/.local/state/...``).
-Files are written atomically (``os.replace``), mode 0600 in directories hpcplat creates 0700; pure
-stdlib.
+Files are written atomically (:func:`hpcplat.files.atomic_write`), mode 0600 in directories
+hpcplat creates 0700; pure stdlib.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hpcplat.private import make_private_dir
+from hpcplat.files import atomic_write
+from hpcplat.private import FILE_MODE, make_private_dir
+from hpcplat.redact import strip_credentials
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,14 @@ def write_pending(run_id: str, job_id: str, *, catalog_url: str, reason: str) ->
     record = PendingRecord(
         run_id=run_id,
         job_id=job_id,
-        catalog_url=catalog_url,
+        catalog_url=strip_credentials(catalog_url),  # no password at rest
         reason=reason,
         written_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     directory = spool_dir()
     make_private_dir(directory)
     target = directory / f"{run_id}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pending-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(record), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, json.dumps(asdict(record), indent=1), mode=FILE_MODE)
     return target
 
 

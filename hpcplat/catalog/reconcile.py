@@ -36,7 +36,9 @@ from hpcplat.catalog.models import Attempt, Event, Run, Usage
 from hpcplat.catalog.store import Store
 from hpcplat.catalog.types import utcnow
 from hpcplat.errors import CatalogError, SlurmError
+from hpcplat.redact import strip_credentials
 from hpcplat.slurm.models import JobInfo
+from hpcplat.slurm.parse import COMMENT_PREFIX, run_id_from_comment
 from hpcplat.slurm.state import JobState, parse_job_id
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,6 @@ class SlurmQueries(Protocol):
     ) -> list[JobInfo]: ...
 
 
-COMMENT_PREFIX = "hpcplat:"
 _RUNNING = frozenset(
     {JobState.RUNNING, JobState.COMPLETING, JobState.CONFIGURING, JobState.SIGNALING, JobState.STAGE_OUT}
 )
@@ -210,7 +211,7 @@ def attach_pending(store: Store, report: ReconcileReport) -> None:
     """Jobs the submission layer could neither record nor cancel (its reconciliation records in
     :mod:`hpcplat.catalog.pending`): attach each to its run, then remove the record."""
     for path, record in pending.pending():
-        if record.catalog_url and record.catalog_url != store.url:
+        if record.catalog_url and strip_credentials(record.catalog_url) != strip_credentials(store.url):
             continue
         with store.write() as s:
             run = s.get(Run, record.run_id)
@@ -381,7 +382,8 @@ def _attempt(
         if previous is not None:
             why += f" (previous attempt {previous.state.value.lower()}"
             why += f": {previous.reason})" if previous.reason else ")"
-        s.add(Event(kind=kind, reason=why, source="reconcile", job_id=job_id, run_id=run.id))
+        at = previous.end if previous is not None and previous.end is not None else utcnow()
+        s.add(Event(kind=kind, reason=why, source="reconcile", job_id=job_id, run_id=run.id, at=at))
     return attempt
 
 
@@ -410,8 +412,25 @@ def _update(
         if attempt.exit_code not in (None, 0) and attempt.state.is_terminal:
             why += f", exit code {attempt.exit_code}"
         s.add(
-            Event(kind=EventKind.STATE, reason=why, source="reconcile", job_id=attempt.job_id, run_id=run.id)
+            Event(
+                kind=EventKind.STATE,
+                reason=why,
+                source="reconcile",
+                job_id=attempt.job_id,
+                run_id=run.id,
+                at=_slurm_time(attempt),
+            )
         )
+
+
+def _slurm_time(attempt: Attempt) -> datetime:
+    """When Slurm says the attempt's current state began: its end for a finished (or preempted)
+    attempt, its start for a running one; the time of this reconcile when Slurm gave none."""
+    if attempt.state.is_terminal or attempt.state in _REQUEUE:
+        return attempt.end or utcnow()
+    if attempt.state in _RUNNING:
+        return attempt.start or utcnow()
+    return utcnow()
 
 
 def _usage(s: Session, run_id: str, attempt: Attempt, info: JobInfo) -> None:
@@ -437,9 +456,8 @@ def _resolve_stuck(
         return attached
     by_run: dict[str, str] = {}
     for info in infos:
-        comment = info.comment.strip()
-        if comment.startswith(COMMENT_PREFIX):
-            run_id = comment[len(COMMENT_PREFIX) :]
+        run_id = run_id_from_comment(info.comment)
+        if run_id is not None:
             job = _base(info.job_id) if "_" in info.job_id else info.job_id
             by_run.setdefault(run_id, job)
     for run_id in run_ids:

@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from hpcplat.files import atomic_write
 from hpcplat.private import FILE_MODE, make_private_dir
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,4 @@ def read_offset(path: Path) -> int:
 
 
 def write_offset(path: Path, offset: int) -> None:
-    target = offset_path(path)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(offset))
-    os.replace(tmp, target)
+    atomic_write(offset_path(path), str(offset), mode=FILE_MODE)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hpcplat.errors import SlurmError, UsageError
+from hpcplat.slurm.parse import run_id_from_comment
 from hpcplat.slurm.state import JobState, parse_job_id
 
 if TYPE_CHECKING:
@@ -77,8 +78,7 @@ def find_jobs(client: SlurmClient, job_ids: Sequence[str]) -> dict[str, JobInfo]
 
 
 def run_id_of(info: JobInfo) -> str:
-    comment = info.comment or ""
-    return comment[len("hpcplat:") :] if comment.startswith("hpcplat:") else ""
+    return run_id_from_comment(info.comment) or ""
 
 
 def elapsed(info: JobInfo) -> str | None:

@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "fleet": ("hpcplat.cli.fleet", "fleet", "Physical machines over SSH: check, exec, drain, resume, logs."),
     "demo": ("hpcplat.cli.demo", "demo", "Bring the sandbox up and run the end-to-end story."),
+    "server": ("hpcplat.cli.server", "server", "The hpcplat server: the catalog as a service (API v1)."),
+    "whoami": ("hpcplat.cli.server", "whoami", "Ask the hpcplat server who you are (munge)."),
 }
 
 

@@ -42,6 +42,16 @@ def _env(values: tuple[str, ...]) -> dict[str, str]:
     return _pairs(values, "env")
 
 
+def _secret_env(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:  # the text itself is not repeated: it may be the secret
+            raise UsageError("--secret-env expects NAME=VALUE", hint="--secret-env WANDB_API_KEY=...")
+        out[key] = value
+    return out
+
+
 def _params(values: tuple[str, ...]) -> dict[str, Any]:
     return {k: _scalar(v) for k, v in _pairs(values, "param").items()}
 
@@ -136,6 +146,17 @@ SPEC_FLAGS: tuple[SpecFlag, ...] = (
         metavar="KEY=VALUE",
         multiple=True,
         convert=_env,
+        keyed=True,
+    ),
+    SpecFlag(
+        "--secret-env",
+        "environment.secret_env",
+        "Secret environment variable (repeatable): passed to the job, never recorded or shown. "
+        "--env variables whose names look secret (TOKEN, KEY, PASSWORD, ...) are treated the same.",
+        dest="secret_env",
+        metavar="KEY=VALUE",
+        multiple=True,
+        convert=_secret_env,
         keyed=True,
     ),
     SpecFlag(

@@ -347,27 +347,7 @@ def connect(host: Host, options: SshOptions, known: KnownHosts | None = None) ->
     def remaining() -> float:
         return max(deadline - time.monotonic(), 0.05)
 
-    try:
-        sock = socket.create_connection((address, port), timeout=remaining())
-    except socket.gaierror as exc:
-        raise HostUnreachable(
-            name, f"cannot resolve {address!r}: {exc.strerror}", hint="check the host's ansible_host"
-        ) from exc
-    except ConnectionRefusedError as exc:
-        raise HostUnreachable(
-            name,
-            f"connection refused at {where}",
-            hint="sshd is not running there or ansible_port is wrong; check the machine's console",
-        ) from exc
-    except TimeoutError as exc:
-        raise ConnectTimeout(
-            name,
-            f"no answer from {where} within {limit:g} s",
-            hint="the machine is down or a firewall drops SSH; check its console or BMC",
-        ) from exc
-    except OSError as exc:
-        raise HostUnreachable(name, f"cannot reach {where}: {exc.strerror or exc}") from exc
-
+    sock = _open_socket(name, address, port, limit=limit, timeout=remaining())
     client = paramiko.SSHClient()
     _quiet_paramiko(client)
     fired = threading.Event()
@@ -402,55 +382,102 @@ def connect(host: Host, options: SshOptions, known: KnownHosts | None = None) ->
         raise
     except paramiko.BadHostKeyException as exc:
         client.close()
-        entry = known_hosts_name(address, port)
-        raise HostKeyMismatch(
-            name,
-            f"host key of {where} changed: it presents {exc.key.get_name()} {fingerprint(exc.key)}, "
-            f"{known.path} holds {fingerprint(exc.expected_key)}; refusing to connect",
-            hint="if the machine was reinstalled, remove the old key with "
-            f"`ssh-keygen -R '{entry}' -f {known.path}` and connect again with --accept-new; "
-            "otherwise treat it as a possible interception",
-        ) from exc
+        raise _host_key_mismatch(name, address, port, known, exc) from exc
     except paramiko.AuthenticationException as exc:
         client.close()
-        offered = [f"key {key_file}" if key_file else "~/.ssh/id_* keys" if options.look_for_keys else ""]
-        if options.allow_agent:
-            offered.append("the SSH agent's keys")
-        raise AuthFailed(
-            name,
-            f"{host.user}@{where} refused authentication ({', '.join(o for o in offered if o) or 'no key'} "
-            f"offered; passwords are never used): {exc}",
-            hint=f"add your public key to ~{host.user}/.ssh/authorized_keys on {name}, "
-            "or pass --identity KEY / set ansible_ssh_private_key_file in the inventory",
-        ) from exc
+        raise _auth_refused(host, where, options, key_file, exc) from exc
     except (paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
-        text = str(exc)
-        if not fired.is_set() and _closed_by_peer(exc):
-            took = limit - (deadline - time.monotonic())
-            raise SshProtocolError(
-                name,
-                f"{where} closed the connection during the SSH handshake (after {took:.1f} s)",
-                hint="something other than sshd may listen on that port, or sshd refused the "
-                "connection (MaxStartups, tcp wrappers); check the host's sshd log",
-            ) from exc
-        if fired.is_set() or "banner" in text or isinstance(exc, TimeoutError):
-            raise ConnectTimeout(
-                name,
-                f"{where} accepted the connection but the SSH handshake did not finish within {limit:g} s"
-                + (f" ({text})" if text and not fired.is_set() else ""),
-                hint="something other than sshd may listen on that port, or sshd is overloaded",
-            ) from exc
-        if "No authentication methods available" in text:
-            raise AuthFailed(
-                name,
-                f"no key to offer to {host.user}@{where} (no key file, no agent, no ~/.ssh/id_*)",
-                hint="pass --identity KEY or set ansible_ssh_private_key_file in the inventory",
-            ) from exc
-        raise SshProtocolError(name, f"SSH to {where} failed: {text or type(exc).__name__}") from exc
+        took = limit - (deadline - time.monotonic())
+        raise _handshake_failed(host, where, exc, fired=fired.is_set(), limit=limit, took=took) from exc
     finally:
         watchdog.cancel()
     if fired.is_set():
         client.close()
         raise ConnectTimeout(name, f"SSH to {where} did not finish within {limit:g} s")
     return SshSession(host, client, options)
+
+
+def _open_socket(name: str, address: str, port: int, *, limit: float, timeout: float) -> socket.socket:
+    """A TCP connection to ``address:port``; a typed error saying why there is none."""
+    where = f"{address}:{port}"
+    try:
+        return socket.create_connection((address, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise HostUnreachable(
+            name, f"cannot resolve {address!r}: {exc.strerror}", hint="check the host's ansible_host"
+        ) from exc
+    except ConnectionRefusedError as exc:
+        raise HostUnreachable(
+            name,
+            f"connection refused at {where}",
+            hint="sshd is not running there or ansible_port is wrong; check the machine's console",
+        ) from exc
+    except TimeoutError as exc:
+        raise ConnectTimeout(
+            name,
+            f"no answer from {where} within {limit:g} s",
+            hint="the machine is down or a firewall drops SSH; check its console or BMC",
+        ) from exc
+    except OSError as exc:
+        raise HostUnreachable(name, f"cannot reach {where}: {exc.strerror or exc}") from exc
+
+
+def _host_key_mismatch(
+    name: str, address: str, port: int, known: KnownHosts, exc: paramiko.BadHostKeyException
+) -> HostKeyMismatch:
+    where = f"{address}:{port}"
+    entry = known_hosts_name(address, port)
+    return HostKeyMismatch(
+        name,
+        f"host key of {where} changed: it presents {exc.key.get_name()} {fingerprint(exc.key)}, "
+        f"{known.path} holds {fingerprint(exc.expected_key)}; refusing to connect",
+        hint="if the machine was reinstalled, remove the old key with "
+        f"`ssh-keygen -R '{entry}' -f {known.path}` and connect again with --accept-new; "
+        "otherwise treat it as a possible interception",
+    )
+
+
+def _auth_refused(
+    host: Host, where: str, options: SshOptions, key_file: str | None, exc: BaseException
+) -> AuthFailed:
+    name = host.name
+    offered = [f"key {key_file}" if key_file else "~/.ssh/id_* keys" if options.look_for_keys else ""]
+    if options.allow_agent:
+        offered.append("the SSH agent's keys")
+    return AuthFailed(
+        name,
+        f"{host.user}@{where} refused authentication ({', '.join(o for o in offered if o) or 'no key'} "
+        f"offered; passwords are never used): {exc}",
+        hint=f"add your public key to ~{host.user}/.ssh/authorized_keys on {name}, "
+        "or pass --identity KEY / set ansible_ssh_private_key_file in the inventory",
+    )
+
+
+def _handshake_failed(
+    host: Host, where: str, exc: BaseException, *, fired: bool, limit: float, took: float
+) -> HostSshError:
+    """What an SSH handshake that broke off means: closed by the peer, too slow, no key, other."""
+    name = host.name
+    text = str(exc)
+    if not fired and _closed_by_peer(exc):
+        return SshProtocolError(
+            name,
+            f"{where} closed the connection during the SSH handshake (after {took:.1f} s)",
+            hint="something other than sshd may listen on that port, or sshd refused the "
+            "connection (MaxStartups, tcp wrappers); check the host's sshd log",
+        )
+    if fired or "banner" in text or isinstance(exc, TimeoutError):
+        return ConnectTimeout(
+            name,
+            f"{where} accepted the connection but the SSH handshake did not finish within {limit:g} s"
+            + (f" ({text})" if text and not fired else ""),
+            hint="something other than sshd may listen on that port, or sshd is overloaded",
+        )
+    if "No authentication methods available" in text:
+        return AuthFailed(
+            name,
+            f"no key to offer to {host.user}@{where} (no key file, no agent, no ~/.ssh/id_*)",
+            hint="pass --identity KEY or set ansible_ssh_private_key_file in the inventory",
+        )
+    return SshProtocolError(name, f"SSH to {where} failed: {text or type(exc).__name__}")

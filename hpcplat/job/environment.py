@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from hpcplat.errors import CommandNotFound, HpcplatError, SlurmError, UsageError
 from hpcplat.runner import Runner, run
+from hpcplat.slurm.parse import expand_hostlist
 
 PORT_BASE = 20000
 PORT_SPAN = 10000
@@ -118,23 +119,9 @@ def expand_tasks_per_node(spec: str) -> list[int]:
 
 
 def expand_nodelist(nodelist: str) -> list[str]:
-    """Expand a Slurm host list (``n[1-3,7],gpu01``) without scontrol (fallback only)."""
-    hosts: list[str] = []
-    for group in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", nodelist):
-        prefixes = [""]
-        for literal, ranges in re.findall(r"([^\[\]]*)(?:\[([^\]]*)\])?", group):
-            prefixes = [p + literal for p in prefixes]
-            if ranges:
-                suffixes: list[str] = []
-                for item in ranges.split(","):
-                    if "-" in item:
-                        low, high = item.split("-", 1)
-                        suffixes.extend(f"{n:0{len(low)}d}" for n in range(int(low), int(high) + 1))
-                    else:
-                        suffixes.append(item)
-                prefixes = [p + s for p in prefixes for s in suffixes]
-        hosts.extend(p for p in prefixes if p)
-    return hosts
+    """Expand a Slurm host list (``n[1-3,7],gpu01``) without scontrol (fallback only); bad input
+    raises ``ValueError`` (:func:`hpcplat.slurm.parse.expand_hostlist`)."""
+    return expand_hostlist(nodelist)
 
 
 def first_host(nodelist: str, *, runner: Runner = run) -> str:
@@ -145,7 +132,10 @@ def first_host(nodelist: str, *, runner: Runner = run) -> str:
         )
         hosts = result.stdout.split()
     except CommandNotFound:
-        hosts = expand_nodelist(nodelist)
+        try:
+            hosts = expand_hostlist(nodelist)
+        except ValueError as exc:
+            raise HpcplatError(f"the job's node list cannot be read: {exc}") from exc
     if not hosts:
         raise HpcplatError(f"the job's node list {nodelist!r} names no host")
     return hosts[0]

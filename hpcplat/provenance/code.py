@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcplat.errors import CommandError
+from hpcplat.redact import redact_url
 from hpcplat.runner import Runner, run
 
 GIT_TIMEOUT_S = 20.0
@@ -29,7 +30,8 @@ class CodeState:
     vcs: str = "none"
     root: str = ""
     repo: str = ""
-    """The ``origin`` remote URL, or empty."""
+    """The ``origin`` remote URL with its credentials hidden (:func:`hpcplat.redact.redact_url`:
+    ``https://<token>@host/...`` is recorded as ``https://<redacted>@host/...``), or empty."""
     commit: str | None = None
     branch: str | None = None
     """``None`` on a detached HEAD."""
@@ -85,7 +87,7 @@ def capture_code(cwd: str | Path | None = None, *, runner: Runner = run) -> Code
         state = CodeState(vcs="git", root=root)
         _parse_status(status, state)
         found = remote.result()
-        state.repo = found.stdout.strip() if found.returncode == 0 else ""
+        state.repo = redact_url(found.stdout.strip()) if found.returncode == 0 else ""
         if state.commit is not None and state.dirty:
             early = diff.result() if diff.exception() is None else None
             # A failed early diff is run again, so that its error is raised as before.

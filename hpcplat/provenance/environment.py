@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hpcplat.redact import REDACTED as _REDACTED
+from hpcplat.redact import is_secret_name as _is_secret_name
+from hpcplat.redact import redact_text
+
 SELECTED_PREFIXES = (
     "SLURM_",
     "HPCPLAT_",
@@ -44,19 +48,18 @@ SELECTED_PREFIXES = (
     "SINGULARITY_",
     "ENROOT_",
 )
-SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "COOKIE")
-REDACTED = "<redacted>"
-_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
+REDACTED = _REDACTED
+"""What stands in place of a secret (:data:`hpcplat.redact.REDACTED`)."""
 
 
 def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(word in upper for word in SECRET_WORDS)
+    """Whether the variable ``name`` looks secret (:func:`hpcplat.redact.is_secret_name`)."""
+    return _is_secret_name(name)
 
 
 def redact_value(value: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` inside ``value``."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}:{REDACTED}@", value)
+    """Hide the credentials of any ``scheme://user:password@host`` inside ``value``."""
+    return redact_text(value)
 
 
 def selected_env(environ: Mapping[str, str]) -> dict[str, str]:

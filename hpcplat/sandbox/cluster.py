@@ -1,7 +1,8 @@
 """The sandbox service: bring a real Slurm cluster up on this machine, report on it, stop it.
 
 Start order: munged, MariaDB, slurmdbd (then QOS/accounts with sacctmgr), slurmctld, one slurmd
-per node. Every daemon is its own, under the state directory; nothing of the host's own Slurm,
+per node, then the hpcplat server (``hpcplat server``: the catalog's API, see docs/server.md).
+Every daemon is its own, under the state directory; nothing of the host's own Slurm,
 munge or MariaDB set-up is used or touched, apart from the sandbox's marked lines in /etc/hosts.
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -143,6 +145,27 @@ class Sandbox:
                     port=cfg.slurmd_port(i),
                 )
             )
+        result.append(
+            Daemon(
+                name="server",
+                program=os.path.basename(sys.executable),
+                argv=(
+                    sys.executable,
+                    "-m",
+                    "hpcplat",
+                    "server",
+                    f"--pid-file={lay.pid_file('server')}",
+                    f"--log-file={lay.log_file('server')}",
+                ),
+                pid_file=lay.pid_file("server"),
+                log_file=lay.log_file("server"),
+                marker=marker,
+                # The server reads the catalog URL from the sandbox's site file, not the caller's.
+                env={**slurm_env, "HPCPLAT_CONFIG": str(lay.site_config), "HPCPLAT_CATALOG_URL": ""},
+                port=cfg.server_port,
+                launcher=(_program("setsid"), "--fork"),
+            )
+        )
         return result
 
     # -- up ---------------------------------------------------------------------------------------
@@ -397,8 +420,9 @@ class Sandbox:
 
     def _stop_daemons(self, started: list[Daemon]) -> list[int]:
         names = {d.name for d in started}
+        stopped = daemons.stop([d for d in started if d.name == "server"])
         slurm = [d for d in started if d.program in ("slurmd", "slurmctld")]
-        stopped = daemons.stop(slurm, extra_pids=self._job_processes() if slurm else [])
+        stopped += daemons.stop(slurm, extra_pids=self._job_processes() if slurm else [])
         for group in (("slurmdbd",), ("mariadb", "munged")):
             stopped += daemons.stop([d for d in started if d.name in group and d.name in names])
         return stopped

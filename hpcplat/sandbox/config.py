@@ -4,7 +4,8 @@ A :class:`SandboxConfig` is plain data, validated once (:meth:`SandboxConfig.val
 anything is started. Every port is derived from ``port_base`` so two sandboxes on one machine
 only need different bases:
 
-    slurmctld = base, slurmdbd = base + 1, MariaDB = base + 2, slurmd of node i = base + 10 + i
+    slurmctld = base, slurmdbd = base + 1, MariaDB = base + 2, hpcplat server = base + 3,
+    slurmd of node i = base + 10 + i
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ class SandboxConfig:
     def mariadb_port(self) -> int:
         return self.port_base + 2
 
+    @property
+    def server_port(self) -> int:
+        """The hpcplat server's TCP port (127.0.0.1)."""
+        return self.port_base + 3
+
     def slurmd_port(self, index: int) -> int:
         """Port of node ``index`` (1-based)."""
         return self.port_base + 10 + index
@@ -142,6 +148,7 @@ class SandboxConfig:
             "slurmctld": self.slurmctld_port,
             "slurmdbd": self.slurmdbd_port,
             "mariadb": self.mariadb_port,
+            "server": self.server_port,
         }
         for i, node in enumerate(self.node_names, start=1):
             ports[f"slurmd-{node}"] = self.slurmd_port(i)

@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from hpcplat.errors import CommandError, HpcplatError
+from hpcplat.files import atomic_file
 from hpcplat.runner import run, run_streaming, spawn
 
 REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -134,9 +135,8 @@ def step_dataset(demo: Demo) -> Path:
     target = folder / "digits.npz"
     if not target.exists():
         digits = load_digits()
-        tmp = folder / ".digits.npz.tmp.npz"
-        np.savez(tmp, data=digits.data.astype("float32"), target=digits.target.astype("int64"))
-        os.replace(tmp, target)
+        with atomic_file(target, mode=0o644) as handle:
+            np.savez(handle, data=digits.data.astype("float32"), target=digits.target.astype("int64"))
     existing = demo.hpcplat_json("data", "ls")
     if not any(d.get("name") == "digits" for d in existing):
         demo.hpcplat("data", "register", "digits", str(folder))

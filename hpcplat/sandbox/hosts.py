@@ -1,14 +1,15 @@
 """The sandbox's lines in /etc/hosts, so node names resolve (``127.0.1.3 n3``).
 
 Each line ends with a comment naming the sandbox; :func:`update` replaces exactly those lines and
-keeps every other line as it was. The file is rewritten atomically (temp file + os.replace).
+keeps every other line as it was. The file is rewritten atomically (:func:`hpcplat.files.atomic_write`).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
+
+from hpcplat.files import atomic_write
 
 HOSTS = Path("/etc/hosts")
 
@@ -39,13 +40,9 @@ def update(sandbox: str, entries: list[tuple[str, str]], path: Path = HOSTS) -> 
     wanted = rewrite(current, sandbox, entries)
     if wanted == current:
         return False
-    tmp = path.with_name(f".{path.name}.hpcplat-{os.getpid()}")
-    tmp.write_text(wanted)
-    os.chmod(tmp, path.stat().st_mode & 0o777)
     try:
-        os.replace(tmp, path)
+        atomic_write(path, wanted, mode=path.stat().st_mode & 0o777)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if exc.errno not in (errno.EBUSY, errno.EXDEV):
             raise
         # A bind-mounted /etc/hosts (containers) cannot be replaced: write it in place.

@@ -79,6 +79,11 @@ class Layout:
     def munge_seed(self) -> Path:
         return self.munge_dir / "munged.seed"
 
+    @property
+    def server_socket(self) -> Path:
+        """The hpcplat server's Unix socket."""
+        return self.run_dir / "server.sock"
+
     # logs, pid files, spool
     @property
     def log_dir(self) -> Path:

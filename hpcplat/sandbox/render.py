@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcplat import files
 from hpcplat.sandbox.accounts import TIERS
 from hpcplat.sandbox.config import SandboxConfig
 from hpcplat.sandbox.layout import Layout
@@ -80,6 +81,8 @@ def build_context(
         "mariadb_pid_file": str(layout.pid_file("mariadb")),
         "mariadb_log_file": str(layout.log_file("mariadb")),
         "catalog_url": f"sqlite:///{layout.catalog_db}",
+        "server_socket": str(layout.server_socket),
+        "server_port": config.server_port,
         "job_root": str(layout.state_dir / "jobs"),
         "default_account": "vision",
         "default_tier": "normal",
@@ -116,15 +119,9 @@ def render_all(layout: Layout, context: dict[str, Any]) -> list[RenderedFile]:
 
 
 def write_atomic(path: Path, text: str, mode: int) -> bool:
-    """Write ``text`` to ``path`` (temp file + os.replace); False when it was already so."""
+    """Write ``text`` to ``path`` with ``mode`` (:func:`hpcplat.files.atomic_write`); False when it
+    was already so."""
     if path.exists() and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = tmp.open("w")
-    try:
-        tmp.chmod(mode)
-        fd.write(text)
-    finally:
-        fd.close()
-    tmp.replace(path)
+    files.atomic_write(path, text, mode=mode)
     return True

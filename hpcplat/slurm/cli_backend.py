@@ -23,6 +23,7 @@ from hpcplat.slurm.models import (
     SubmitResult,
     UsageRecord,
 )
+from hpcplat.slurm.parse import expand_hostlist, gres_gpu_count, parse_gpu_indices, parse_show_job
 from hpcplat.slurm.state import parse_job_reason, parse_job_state, parse_node_state
 
 SEP = "\x1f"
@@ -404,10 +405,10 @@ class CliBackend:
         self._call(["scontrol", "requeuehold" if hold else "requeue", ",".join(str(j) for j in job_ids)])
 
     def job_details(self, job_id: str) -> dict[str, str]:
-        """``scontrol -o show job -d JOB`` as a dict (Requeue, Restarts, BatchFlag, Command...)."""
-        result = self._call(["scontrol", "-o", "show", "job", "-d", str(job_id)])
-        line = result.stdout.splitlines()[0] if result.stdout.strip() else ""
-        return parse_key_values(line)
+        """``scontrol show job -d JOB`` as a dict (Requeue, Restarts, BatchFlag, Command...), read
+        from the multi-line form (:func:`hpcplat.slurm.parse.parse_show_job`)."""
+        result = self._call(["scontrol", "show", "job", "-d", str(job_id)])
+        return parse_show_job(result.stdout)
 
     def job_paths(self, job_id: str) -> dict[str, str]:
         """``WorkDir``, ``StdOut``, ``StdErr`` and ``StdIn`` of one job as the controller holds
@@ -425,16 +426,8 @@ class CliBackend:
                 returncode=result.returncode,
                 stderr=result.stderr,
             )
-        paths: dict[str, str] = {}
-        for line in result.stdout.splitlines():
-            if not line.strip():
-                if paths:
-                    break  # the first record only (an array's base id lists every task)
-                continue
-            key, sep, value = line.strip().partition("=")
-            if sep and key in _PATH_KEYS and key not in paths:
-                paths[key] = value
-        return paths
+        record = parse_show_job(result.stdout)  # the first record (an array's base id lists every task)
+        return {key: record[key] for key in _PATH_KEYS if key in record}
 
     def job_gpu_indices(self, job_id: str) -> dict[str, list[int]]:
         result = self._call(["scontrol", "show", "job", "-d", str(job_id)])
@@ -456,7 +449,7 @@ class CliBackend:
                     status=parse_node_state(kv.get("State", "UNKNOWN")),
                     cpus=_int(kv.get("CPUTot", "0")),
                     memory_mb=_int(kv.get("RealMemory", "0")),
-                    gpus=count_gres_gpus(kv.get("Gres", "")),
+                    gpus=gres_gpu_count(kv.get("Gres", "")),
                     gpus_used=_int(alloc.get("gres/gpu", "0")),
                     partitions=tuple(p for p in kv.get("Partitions", "").split(",") if p),
                     reason=kv.get("Reason", ""),
@@ -624,59 +617,3 @@ def _replace(info: JobInfo, **changes: object) -> JobInfo:
     from dataclasses import replace
 
     return replace(info, **changes)  # type: ignore[arg-type]
-
-
-def count_gres_gpus(gres: str) -> int:
-    """``gpu:4``, ``gpu:a100:4(S:0-1)``, ``gpu:2,shard:8`` → number of GPUs."""
-    total = 0
-    for item in gres.split(","):
-        item = re.sub(r"\(.*?\)", "", item.strip())
-        pieces = item.split(":")
-        if pieces and pieces[0] == "gpu" and len(pieces) >= 2 and pieces[-1].isdigit():
-            total += int(pieces[-1])
-    return total
-
-
-_GPU_IDX = re.compile(r"Nodes=(\S+)\s.*?GRES=\S*?gpu[^\s(]*\(IDX:([0-9,\-]+)\)")
-
-
-def parse_gpu_indices(text: str) -> dict[str, list[int]]:
-    """GPU indices per node from ``scontrol show job -d`` lines like
-    ``Nodes=n1 CPU_IDs=0-1 Mem=0 GRES=gpu:2(IDX:0-1)``. A node range (``n[1-2]``) is expanded by
-    pattern (no Slurm call), which covers the ``prefix[a-b]`` form Slurm prints there."""
-    result: dict[str, list[int]] = {}
-    for match in _GPU_IDX.finditer(text):
-        indices: list[int] = []
-        for part in match.group(2).split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                indices.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                indices.append(int(part))
-        for node in _expand_simple(match.group(1)):
-            result[node] = indices
-    return result
-
-
-def _expand_simple(hostlist: str) -> list[str]:
-    names: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?(?:,|$)", hostlist):
-        prefix, ranges = match.group(1), match.group(2)
-        if ranges is None:
-            names.append(prefix)
-            continue
-        for part in ranges.split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                width = len(lo)
-                names.extend(f"{prefix}{i:0{width}d}" for i in range(int(lo), int(hi) + 1))
-            else:
-                names.append(f"{prefix}{part}")
-    return names
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Expand a Slurm host list (``n[1-3,5],gpu[01-02]``) without calling Slurm."""
-    if not hostlist or hostlist in {"(null)", "None", "None assigned"}:
-        return []
-    return _expand_simple(hostlist)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hpcplat.slurm.client import SlurmClient
 from hpcplat.slurm.models import JobInfo
+from hpcplat.slurm.parse import run_id_from_comment
 
 _NO_PATH = ("", "(null)")
 
@@ -69,7 +70,5 @@ def locate_output(
 def output_location(client: SlurmClient, info: JobInfo, job_id: str, *, job_root: Path) -> OutputLocation:
     """:func:`locate_output` with Slurm's answer (one ``scontrol show job`` unless ``info`` has it)."""
     reported = {} if info.stdout_path not in _NO_PATH else client.job_paths(job_id)
-    comment = info.comment or ""
-    return locate_output(
-        info, job_id, reported=reported, job_root=job_root, hpcplat_job=comment.startswith("hpcplat:")
-    )
+    hpcplat_job = run_id_from_comment(info.comment) is not None
+    return locate_output(info, job_id, reported=reported, job_root=job_root, hpcplat_job=hpcplat_job)

@@ -16,11 +16,12 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from hpcplat.errors import UsageError
+from hpcplat.redact import is_secret_name
 from hpcplat.spec.units import (
     MEMORY_FORMS,
     TIME_FORMS,
@@ -198,11 +199,19 @@ class Environment:
     container_binds: tuple[str, ...] = ()
     vars: Mapping[str, str] = field(default_factory=dict)
     """Extra environment variables exported before the command runs."""
+    secrets: Mapping[str, str | None] = field(default_factory=dict, repr=False)
+    """Environment variables passed to the job but never recorded or shown (``--secret-env``), and
+    every variable of :attr:`vars` whose name looks secret (:func:`hpcplat.redact.is_secret_name`),
+    which is moved here. ``None``: a recorded spec, whose values were not kept (a rerun takes them
+    from the environment it runs in). See docs/submission.md, "Secrets"."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
         object.__setattr__(self, "container_binds", tuple(self.container_binds))
-        object.__setattr__(self, "vars", dict(self.vars))
+        plain = dict(self.vars)
+        secret = {k: v for k, v in plain.items() if isinstance(k, str) and is_secret_name(k)}
+        object.__setattr__(self, "vars", {k: v for k, v in plain.items() if k not in secret})
+        object.__setattr__(self, "secrets", {**secret, **dict(self.secrets)})
         problems = _Problems()
         self._check(problems, "environment")
         problems.raise_if_any()
@@ -236,7 +245,28 @@ class Environment:
                 problems.add(where, f"must be a string, got {type(value).__name__}")
             elif "\x00" in value:
                 problems.add(where, "must not contain a NUL character")
-        _check_size(problems, f"{at}.vars", self.vars, MAX_ENV_BYTES)
+        for key, secret in self.secrets.items():
+            where = f"{at}.secret_env.{key}"
+            if not isinstance(key, str) or not _ENV_NAME.match(key):
+                problems.add(
+                    where,
+                    "not a valid environment variable name (letters, digits, _; not starting with a digit)",
+                )
+            elif key.startswith(_RESERVED_ENV_PREFIXES):
+                problems.add(
+                    where,
+                    f"names starting with {' or '.join(_RESERVED_ENV_PREFIXES)} are set by Slurm and hpcplat",
+                )
+            if secret is not None and not isinstance(secret, str):
+                problems.add(where, f"must be a string, got {type(secret).__name__}")
+            elif secret is not None and "\x00" in secret:
+                problems.add(where, "must not contain a NUL character")
+        _check_size(
+            problems,
+            f"{at}.vars",
+            {**self.vars, **{k: v or "" for k, v in self.secrets.items()}},
+            MAX_ENV_BYTES,
+        )
 
 
 @dataclass(frozen=True)
@@ -374,7 +404,9 @@ class JobSpec:
     # -- conversions -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data; :meth:`from_dict` rebuilds an equal spec."""
+        """Plain JSON-able data; :meth:`from_dict` rebuilds an equal spec, except for the values of
+        secret environment variables, which are never part of it (``secret_env`` maps each name to
+        ``None``)."""
         r = self.resources
         e = self.environment
         resources: dict[str, Any] = {
@@ -392,6 +424,8 @@ class JobSpec:
             "container": e.container,
             "container_binds": list(e.container_binds),
             "vars": dict(e.vars),
+            # Names only: the values are passed to the job, never recorded (docs/submission.md).
+            "secret_env": dict.fromkeys(sorted(e.secrets)),
         }
         return {
             "version": SPEC_VERSION,
@@ -430,7 +464,14 @@ class JobSpec:
         """A copy with the fields of ``data`` (same shape as :meth:`to_dict`, nested sections
         merged key by key) set over this spec's."""
         merged = _deep_merge(self.to_dict(), data)
-        return JobSpec.from_dict(merged)
+        spec = JobSpec.from_dict(merged)
+        # to_dict() leaves the secret values out: keep those the overrides did not replace.
+        known = {k: v for k, v in self.environment.secrets.items() if v is not None}
+        kept = {k: known[k] for k, v in spec.environment.secrets.items() if v is None and k in known}
+        if kept:
+            env = spec.environment
+            spec = replace(spec, environment=replace(env, secrets={**env.secrets, **kept}))
+        return spec
 
 
 def _default_name(command: Sequence[str]) -> str:
@@ -483,7 +524,7 @@ TOP_FIELDS = (
     "tags",
 )
 RESOURCE_FIELDS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "memory", "time")
-ENVIRONMENT_FIELDS = ("modules", "venv", "conda", "container", "container_binds", "vars")
+ENVIRONMENT_FIELDS = ("modules", "venv", "conda", "container", "container_binds", "vars", "secret_env")
 
 
 def _unknown_keys(problems: _Problems, at: str, data: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -545,30 +586,23 @@ def _mapping(problems: _Problems, path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
-def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = True) -> JobSpec:
-    problems = _Problems()
-    if not isinstance(data, Mapping):
-        raise SpecError([Problem("", f"a job spec must be a mapping of fields, got {type(data).__name__}")])
-    _unknown_keys(problems, "", data, TOP_FIELDS)
-    version = data.get("version", SPEC_VERSION)
-    if version != SPEC_VERSION:
-        problems.add(
-            "version", f"unsupported spec version {version!r} (this hpcplat reads version {SPEC_VERSION})"
-        )
-
-    raw_command = data.get("command")
-    command: list[str] = []
-    if isinstance(raw_command, str):
+def _parse_command(problems: _Problems, raw: Any) -> list[str]:
+    """``command``: a string split like a shell would, or a list of arguments."""
+    if isinstance(raw, str):
         try:
-            command = shlex.split(raw_command)
+            return shlex.split(raw)
         except ValueError as exc:
             problems.add("command", f"cannot split into arguments: {exc}")
-    elif raw_command is None:
+            return []
+    if raw is None:
         problems.add("command", "missing: give the program to run")
-    else:
-        command = _str_list(problems, "command", raw_command)
+        return []
+    return _str_list(problems, "command", raw)
 
-    res = _mapping(problems, "resources", data.get("resources"))
+
+def _parse_resources(problems: _Problems, raw: Any) -> dict[str, Any]:
+    """``resources``: the keyword arguments of :class:`Resources` (memory and time parsed)."""
+    res = _mapping(problems, "resources", raw)
     _unknown_keys(problems, "resources", res, RESOURCE_FIELDS)
     resource_kw: dict[str, Any] = {}
     for key in ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task"):
@@ -589,33 +623,76 @@ def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = T
             problems.add("resources.time", str(exc))
         except (TypeError, AttributeError):
             problems.add("resources.time", f"not a time limit: {res['time']!r}; use {TIME_FORMS}")
+    return resource_kw
 
-    env = _mapping(problems, "environment", data.get("environment"))
-    _unknown_keys(problems, "environment", env, ENVIRONMENT_FIELDS)
-    env_vars_raw = _mapping(problems, "environment.vars", env.get("vars"))
+
+def _parse_env_vars(problems: _Problems, raw: Any) -> dict[str, str]:
+    """``environment.vars``: strings (numbers are written as text)."""
     env_vars: dict[str, str] = {}
-    for key, value in env_vars_raw.items():
+    for key, value in _mapping(problems, "environment.vars", raw).items():
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             problems.add(f"environment.vars.{key}", f"must be a string, got {type(value).__name__}")
         else:
             env_vars[str(key)] = str(value)
+    return env_vars
 
+
+def _parse_secret_env(problems: _Problems, raw: Any) -> dict[str, str | None]:
+    """``environment.secret_env``: NAME → value, or NAME → null / a list of names (a recorded spec,
+    whose values are given when it is submitted again)."""
+    if isinstance(raw, list | tuple):
+        return {str(name): None for name in raw}
+    secrets: dict[str, str | None] = {}
+    for key, value in _mapping(problems, "environment.secret_env", raw).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            problems.add(f"environment.secret_env.{key}", f"must be a string, got {type(value).__name__}")
+        else:
+            secrets[str(key)] = None if value is None else str(value)
+    return secrets
+
+
+def _parse_datasets(problems: _Problems, raw: Any) -> list[DatasetRef]:
     datasets: list[DatasetRef] = []
-    for i, text in enumerate(_str_list(problems, "datasets", data.get("datasets"))):
+    for i, text in enumerate(_str_list(problems, "datasets", raw)):
         try:
             datasets.append(DatasetRef.parse(text))
         except ValueError as exc:
             problems.add(f"datasets[{i}]", str(exc))
+    return datasets
 
-    params_raw = _mapping(problems, "params", data.get("params"))
+
+def _parse_params(problems: _Problems, raw: Any) -> dict[str, ParamValue]:
+    """``params``: scalar values only (strings, numbers, booleans, null)."""
     params: dict[str, ParamValue] = {}
-    for key, value in params_raw.items():
+    for key, value in _mapping(problems, "params", raw).items():
         if value is not None and not isinstance(value, str | int | float | bool):
             problems.add(
                 f"params.{key}", f"must be a string, number, boolean or null, got {type(value).__name__}"
             )
         else:
             params[str(key)] = value
+    return params
+
+
+def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = True) -> JobSpec:
+    problems = _Problems()
+    if not isinstance(data, Mapping):
+        raise SpecError([Problem("", f"a job spec must be a mapping of fields, got {type(data).__name__}")])
+    _unknown_keys(problems, "", data, TOP_FIELDS)
+    version = data.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        problems.add(
+            "version", f"unsupported spec version {version!r} (this hpcplat reads version {SPEC_VERSION})"
+        )
+
+    command = _parse_command(problems, data.get("command"))
+    resource_kw = _parse_resources(problems, data.get("resources"))
+    env = _mapping(problems, "environment", data.get("environment"))
+    _unknown_keys(problems, "environment", env, ENVIRONMENT_FIELDS)
+    env_vars = _parse_env_vars(problems, env.get("vars"))
+    secret_env = _parse_secret_env(problems, env.get("secret_env"))
+    datasets = _parse_datasets(problems, data.get("datasets"))
+    params = _parse_params(problems, data.get("params"))
 
     depends = [str(j) for j in _str_list(problems, "depends_on", data.get("depends_on"))]
     tags = _str_list(problems, "tags", data.get("tags"))
@@ -634,18 +711,16 @@ def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = T
 
     # Build the parts one by one so that every remaining problem is reported with its path.
     all_problems: list[Problem] = list(problems.items)
-    resources = Resources()
-    try:
-        resources = Resources(**resource_kw)
-    except SpecError as exc:
-        all_problems.extend(exc.problems)
-    environment = Environment()
-    try:
-        environment = Environment(
-            modules=tuple(modules), container_binds=tuple(binds), vars=env_vars, **env_scalars
-        )
-    except SpecError as exc:
-        all_problems.extend(exc.problems)
+    resources = _build_part(Resources, all_problems, **resource_kw)
+    environment = _build_part(
+        Environment,
+        all_problems,
+        modules=tuple(modules),
+        container_binds=tuple(binds),
+        vars=env_vars,
+        secrets=secret_env,
+        **env_scalars,
+    )
     try:
         spec = cls(
             command=tuple(command),
@@ -672,6 +747,18 @@ def _from_dict(cls: type[JobSpec], data: Mapping[str, Any], *, salvage: bool = T
     if all_problems:
         raise SpecError(all_problems, partial=_salvage(cls, data, all_problems) if salvage else None)
     return spec
+
+
+_Part = TypeVar("_Part")
+
+
+def _build_part(part: Callable[..., _Part], problems: list[Problem], **kwargs: Any) -> _Part:
+    """``part(**kwargs)``, or the part's defaults with its problems added to ``problems``."""
+    try:
+        return part(**kwargs)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+        return part()
 
 
 _SECTIONS = ("resources", "environment")

@@ -17,13 +17,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcplat.errors import SlurmError
+from hpcplat.files import atomic_write
 from hpcplat.slurm.client import SlurmClient
 from hpcplat.slurm.models import Association
 
@@ -275,10 +275,7 @@ def _store(path: Path, facts: ClusterFacts) -> None:
     """Write the cache atomically; a failure only costs the next process a refetch."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".facts-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(facts.to_json(), fh)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(facts.to_json()))
     except OSError as exc:
         log.debug("could not write the cluster cache %s: %s", path, exc)
 

@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcplat import __version__
+from hpcplat.redact import strip_credentials
 from hpcplat.siteconfig import SiteConfig
+from hpcplat.slurm.parse import run_comment
 from hpcplat.spec import JobSpec, format_time_minutes
 from hpcplat.submission.placement import Placement, place
+from hpcplat.submission.secrets import secrets_path
 
 if TYPE_CHECKING:
     import jinja2
@@ -99,7 +102,7 @@ def directives(
 ) -> list[str]:
     """The ``#SBATCH`` options of a spec, each already escaped for sbatch's parser."""
     r = spec.resources
-    opts: list[tuple[str, object]] = [("job-name", spec.name), ("comment", f"hpcplat:{run_id}")]
+    opts: list[tuple[str, object]] = [("job-name", spec.name), ("comment", run_comment(run_id))]
     if placement.account:
         opts.append(("account", placement.account))
     if placement.partition:
@@ -163,7 +166,7 @@ def render(
         "name": spec.name,
         "directives": directives(spec, placement, run_id=run_id, output=output, array=array),
         "job_root": job_root,
-        "catalog_url": config.catalog_url or "",
+        "catalog_url": job_catalog_url(config.catalog_url),
         "checkpoint_dir": spec.checkpoint_dir,
         "max_requeues": placement.max_requeues,
         "requeue": placement.preemptible,
@@ -173,6 +176,7 @@ def render(
         "params_json": json.dumps(dict(spec.params), sort_keys=True, separators=(",", ":")),
         "argv": list(spec.command),
         "env_vars": sorted(env.vars.items()),
+        "secrets_file": str(secrets_path(config, run_id)) if env.secrets else "",
         "modules": list(env.modules),
         "lmod_init": list(config.lmod_init),
         "venv": env.venv,
@@ -187,6 +191,14 @@ def render(
         "array": array,
     }
     return _template().render(**context)
+
+
+def job_catalog_url(url: str | None) -> str:
+    """The catalog URL a job script exports: the site's, without credentials
+    (:func:`hpcplat.redact.strip_credentials`). The script is recorded in the catalog and kept by
+    Slurm; a job whose catalog then refuses it (no password of its own, e.g. no ``~/.pgpass``)
+    spools its metrics to ``$HPCPLAT_JOB_DIR/spool/``, which reconciliation ingests."""
+    return strip_credentials(url or "")
 
 
 def render_argv(argv: Sequence[str]) -> str:

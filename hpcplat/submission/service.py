@@ -35,6 +35,7 @@ from hpcplat.siteconfig import SiteConfig
 from hpcplat.siteconfig import load as load_config
 from hpcplat.slurm.client import SlurmClient
 from hpcplat.spec import JobSpec, SpecError
+from hpcplat.submission import secrets as secret_env
 from hpcplat.submission.render import ArrayPart, render
 from hpcplat.submission.validate import Checked, validate, with_cluster_problems
 
@@ -197,6 +198,21 @@ def _user_name(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+def write_secrets(spec: JobSpec, config: SiteConfig, run_id: str) -> None:
+    """Write the secret values of ``spec`` to the private file its script sources
+    (:mod:`hpcplat.submission.secrets`); nothing when it has none."""
+    if not spec.environment.secrets:
+        return
+    path = secret_env.secrets_path(config, run_id)
+    try:
+        secret_env.write(path, spec.environment.secrets)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the secrets file {path}: {exc.strerror or exc}",
+            hint="check that your job root (see `hpcplat submit --dry-run`) is writable; nothing was queued",
+        ) from None
 
 
 def check(
@@ -382,7 +398,7 @@ def submit(
         from hpcplat.slurm import get_client
 
         client = get_client()
-    spec = resolve_workdir(spec, cwd)
+    spec = secret_env.resolve(resolve_workdir(spec, cwd))
     workdir = spec.workdir or os.getcwd()
     # Provenance (git subprocesses) is captured in a thread while validation and rendering run
     # here; it is waited for before the intent is recorded, so nothing changes in what is written
@@ -411,6 +427,7 @@ def submit(
             python=python,
             datasets=checked.datasets,
         )
+        write_secrets(checked.spec, config, run_id)
         job_id = sbatch(client, script, cwd=workdir, catalog=None, run_ids=())
         return Submission(
             run_id, job_id, script, f"{job_root}/{job_id}.out", f"{job_root}/{job_id}", tracked=False
@@ -429,6 +446,7 @@ def submit(
     captured = provenance.result() if provenance is not None else capture_provenance(workdir)
     intent = make_intent(checked, config, script=script, provenance=captured)
     intent.run_id = run_id
+    write_secrets(checked.spec, config, run_id)
     run_id = cat.record_intent(intent)
     job_id = sbatch(client, script, cwd=workdir, catalog=cat, run_ids=[run_id])
     confirm(client, cat, job_id, [(run_id, job_id)], catalog_url=config.catalog_url or "")

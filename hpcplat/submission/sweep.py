@@ -23,14 +23,14 @@ import os
 import random
 import re
 import secrets
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcplat.errors import HpcplatError, UsageError
+from hpcplat.files import atomic_write
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.siteconfig import load as load_config
 from hpcplat.slurm.client import SlurmClient
@@ -42,6 +42,8 @@ from hpcplat.spec.files import read_document
 if TYPE_CHECKING:
     from hpcplat.catalog import Catalog
     from hpcplat.slurm.watcher import Watcher
+    from hpcplat.submission.render import ArrayPart
+    from hpcplat.submission.validate import Checked
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 SWEEP_FORMAT = 1
@@ -315,7 +317,7 @@ class SweepRecord:
             "points": self.points,
             "definition": self.definition,
         }
-        _atomic_write(Path(self.directory) / "sweep.json", json.dumps(data, indent=1))
+        atomic_write(Path(self.directory) / "sweep.json", json.dumps(data, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> SweepRecord:
@@ -362,17 +364,6 @@ def find_sweep(ref: str, config: SiteConfig | None = None) -> SweepRecord:
     )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def substitute(argv: Sequence[str], params: Mapping[str, ParamValue]) -> tuple[list[str], bool]:
     """``{name}`` in each argument replaced by the point's value; returns (argv, whether any was)."""
     changed = False
@@ -405,9 +396,9 @@ def submit_sweep(
 ) -> SweepRecord:
     """Validate the job once, record one run per point, submit the arrays; returns the record
     saved in the sweep directory."""
+    from hpcplat.submission import secrets as secret_env
     from hpcplat.submission import service
     from hpcplat.submission.render import ArrayPart, render
-    from hpcplat.submission.validate import Checked
 
     config = config or load_config()
     if client is None:
@@ -417,7 +408,7 @@ def submit_sweep(
     points = sweep.points()
     if not points:
         raise UsageError("the sweep has no points")
-    base = service.resolve_workdir(sweep.job, cwd)
+    base = secret_env.resolve(service.resolve_workdir(sweep.job, cwd))
     held: dict[str, Any] = {}
 
     def get_catalog() -> Catalog | None:
@@ -429,33 +420,9 @@ def submit_sweep(
     service.ensure_job_root(config)
     sweep_id = f"{_slug(sweep.name)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     directory = sweeps_root(config) / sweep_id
-    (directory / "points").mkdir(parents=True)
-
-    per_point: list[tuple[list[str], dict[str, ParamValue]]] = []
-    any_placeholder = False
-    for params in points:
-        merged = {**base.params, **params}
-        argv, changed = substitute(base.command, merged)
-        any_placeholder |= changed
-        per_point.append((argv, merged))
-    for i, (argv, _) in enumerate(per_point):
-        point_dir = directory / "points" / str(i)
-        point_dir.mkdir()
-        if any_placeholder:
-            (point_dir / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
-    (directory / "params.jsonl").write_text(
-        "".join(json.dumps(m, sort_keys=True, separators=(",", ":")) + "\n" for _, m in per_point)
-    )
-
-    config_slurm = client.config()
-    try:
-        max_array = int(config_slurm.get("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE))
-    except ValueError:
-        max_array = DEFAULT_MAX_ARRAY_SIZE
-    pieces = chunks(len(points), max_array)
+    per_point, any_placeholder = _write_points(directory, base, points)
+    pieces = chunks(len(points), _max_array_size(client))
     cat = get_catalog()
-    provenance = service.capture_provenance(base.workdir or os.getcwd()) if cat is not None else {}
-    request = service.slurm_request(checked, config)
 
     # One run per point, all recorded before the first sbatch. Every task of an array runs the
     # same script; the copy recorded with the intents lacks only the dependency that chains the
@@ -484,13 +451,84 @@ def submit_sweep(
             array=array,
         )
 
+    if cat is None:
+        run_ids.extend(f"{sweep_id}-{i}" for i in range(len(points)))
+    else:
+        run_ids.extend(
+            _record_intents(
+                cat,
+                checked,
+                base,
+                per_point,
+                arrays=arrays,
+                script_for=script_for,
+                config=config,
+                sweep_id=sweep_id,
+            )
+        )
+    (directory / "run_ids").write_text("".join(f"{r}\n" for r in run_ids))
+    service.write_secrets(checked.spec, config, f"sweep:{sweep_id}")
+    _submit_arrays(
+        record, arrays, script_for, client=client, catalog=cat, config=config, sweep=sweep, base=base
+    )
+    return record
+
+
+def _write_points(
+    directory: Path, base: JobSpec, points: Sequence[Mapping[str, ParamValue]]
+) -> tuple[list[tuple[list[str], dict[str, ParamValue]]], bool]:
+    """Create the sweep directory with one folder per point (holding its argv when a ``{name}``
+    placeholder makes the points' commands differ) and ``params.jsonl``; returns each point's
+    (argv, params) and whether any argument had a placeholder."""
+    (directory / "points").mkdir(parents=True)
+    per_point: list[tuple[list[str], dict[str, ParamValue]]] = []
+    any_placeholder = False
+    for params in points:
+        merged = {**base.params, **params}
+        argv, changed = substitute(base.command, merged)
+        any_placeholder |= changed
+        per_point.append((argv, merged))
+    for i, (argv, _) in enumerate(per_point):
+        point_dir = directory / "points" / str(i)
+        point_dir.mkdir()
+        if any_placeholder:
+            (point_dir / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    (directory / "params.jsonl").write_text(
+        "".join(json.dumps(m, sort_keys=True, separators=(",", ":")) + "\n" for _, m in per_point)
+    )
+    return per_point, any_placeholder
+
+
+def _max_array_size(client: SlurmClient) -> int:
+    """Slurm's ``MaxArraySize`` (task indices stay below it), or its default when unreadable."""
+    try:
+        return int(client.config().get("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE))
+    except ValueError:
+        return DEFAULT_MAX_ARRAY_SIZE
+
+
+def _record_intents(
+    cat: Catalog,
+    checked: Checked,
+    base: JobSpec,
+    per_point: Sequence[tuple[list[str], dict[str, ParamValue]]],
+    *,
+    arrays: Sequence[ArrayPart],
+    script_for: Callable[[ArrayPart], str],
+    config: SiteConfig,
+    sweep_id: str,
+) -> list[str]:
+    """Record one run per point in the catalog, in point order; returns their run ids."""
+    from hpcplat.submission import service
+    from hpcplat.submission.validate import Checked
+
+    provenance = service.capture_provenance(base.workdir or os.getcwd())
+    request = service.slurm_request(checked, config)
+    run_ids: list[str] = []
     for array in arrays:
         script = script_for(array)
         for i in range(array.offset, array.offset + array.size):
             argv, merged = per_point[i]
-            if cat is None:
-                run_ids.append(f"{sweep_id}-{i}")
-                continue
             point_spec = checked.spec.replace(
                 command=tuple(argv), params=merged, tags=(*base.tags, f"sweep:{sweep_id}")
             )
@@ -508,28 +546,43 @@ def submit_sweep(
                 request={**request, "sweep_id": sweep_id, "sweep_point": i},
             )
             run_ids.append(cat.record_intent(intent))
-    (directory / "run_ids").write_text("".join(f"{r}\n" for r in run_ids))
+    return run_ids
+
+
+def _submit_arrays(
+    record: SweepRecord,
+    arrays: Sequence[ArrayPart],
+    script_for: Callable[[ArrayPart], str],
+    *,
+    client: SlurmClient,
+    catalog: Catalog | None,
+    config: SiteConfig,
+    sweep: Sweep,
+    base: JobSpec,
+) -> None:
+    """sbatch each array in turn, saving the record after each; a failure undoes the sweep."""
+    from hpcplat.submission import service
 
     previous: str | None = None
     for k, array in enumerate(arrays):
         if previous is not None and sweep.max_concurrent:
             array = replace(array, after_any=previous)  # the limit holds across the arrays
+        runs = record.run_ids[array.offset : array.offset + array.size] if catalog is not None else []
         try:
             job_id = service.submit_array_script(
                 client,
                 script_for(array),
                 cwd=base.workdir or os.getcwd(),
-                catalog=cat,
-                run_ids=run_ids[array.offset : array.offset + array.size] if cat is not None else (),
+                catalog=catalog,
+                run_ids=runs,
                 catalog_url=config.catalog_url or "",
                 array=array,
             )
         except HpcplatError as exc:
-            raise _undo(exc, record, arrays[k + 1 :], client=client, catalog=cat) from exc
+            raise _undo(exc, record, arrays[k + 1 :], client=client, catalog=catalog) from exc
         record.arrays.append(ArrayRecord(job_id, array.offset, array.size))
         record.save()
         previous = job_id
-    return record
 
 
 def _undo(

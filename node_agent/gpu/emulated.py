@@ -27,7 +27,7 @@ import stat
 import time
 from pathlib import Path
 
-from node_agent import hostlist
+from hpcplat.slurm.parse import expand_hostlist
 from node_agent.gpu.backend import (
     BackendUnavailable,
     GpuBackendError,
@@ -71,9 +71,9 @@ def parse_gres_conf(text: str, node: str) -> list[str]:
         if fields.get("name", "").lower() != "gpu" or "file" not in fields:
             continue
         nodes = fields.get("nodename")
-        if nodes is not None and node not in hostlist.expand(nodes):
+        if nodes is not None and node not in expand_hostlist(nodes):
             continue
-        files.extend(hostlist.expand(fields["file"].replace("%n", node)))
+        files.extend(expand_hostlist(fields["file"].replace("%n", node)))
     return files
 
 

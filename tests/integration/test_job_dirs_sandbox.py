@@ -8,26 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from hpcplat.sandbox import Sandbox
 from hpcplat.siteconfig import SiteConfig
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
 from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import JobSpec, Resources
-from hpcplat.submission import facts
 from hpcplat.submission.service import submit
 from tests.fixtures.submission import sandbox_config
 from tests.fixtures.users import UnixUser
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "spool"))
-    facts.forget()
-    return dict(sandbox.env())
 
 
 def test_a_job_refuses_a_checkpoint_directory_another_user_planted(

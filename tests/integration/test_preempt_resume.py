@@ -30,7 +30,6 @@ from hpcplat.slurm.watcher import Watcher
 from hpcplat.spec import Environment, JobSpec, Resources
 from hpcplat.submission import facts
 from hpcplat.submission.service import Submission, submit
-from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox
 
@@ -47,16 +46,6 @@ def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "spool"))
     facts.forget()
     return values
-
-
-@pytest.fixture
-def client(env: dict[str, str]) -> CliBackend:
-    return CliBackend(env=env)
-
-
-@pytest.fixture
-def config(env: dict[str, str], tmp_path: Path) -> SiteConfig:
-    return sandbox_config(env, tmp_path)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_second_sandbox_comes_up_beside_the_default_and_down_leaves_nothing(
         status = sb.up()
         assert status.started and status.running, status.to_dict()
         started = pids_of(sb)
-        assert set(started) == {"munged", "mariadb", "slurmdbd", "slurmctld", "slurmd-t1"}
+        assert set(started) == {"munged", "mariadb", "slurmdbd", "slurmctld", "slurmd-t1", "server"}
         assert "127.0.2.1\tt1\t" in hosts.HOSTS.read_text()
         nodes = run(["sinfo", "-h", "-N", "-o", "%N %G"], timeout=30, env=sb.env()).stdout.split("\n")[0]
         assert nodes.split() == ["t1", "gpu:2"]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from hpcplat.catalog import Catalog
 from hpcplat.errors import CatalogError, UsageError
-from hpcplat.sandbox import Sandbox
 from hpcplat.siteconfig import SiteConfig, current_user
 from hpcplat.slurm.cli_backend import CliBackend
 from hpcplat.slurm.state import JobState
@@ -20,7 +19,6 @@ from hpcplat.spec import DatasetRef, JobSpec, Resources
 from hpcplat.submission import facts, spool
 from hpcplat.submission.service import SubmissionError, submit
 from hpcplat.submission.validate import cluster_problems
-from tests.fixtures.submission import sandbox_config
 
 pytestmark = pytest.mark.sandbox
 
@@ -30,30 +28,6 @@ DUMP_ENV = (
     " if k.startswith(('HPCPLAT_', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'))},"
     " open(os.path.join(os.environ['HPCPLAT_JOB_DIR'], 'env.json'), 'w'))"
 )
-
-
-@pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HPCPLAT_SPOOL_DIR", str(tmp_path / "spool"))
-    facts.forget()
-    return dict(sandbox.env())
-
-
-@pytest.fixture
-def client(env: dict[str, str]) -> CliBackend:
-    return CliBackend(env=env)
-
-
-@pytest.fixture
-def config(env: dict[str, str], tmp_path: Path) -> SiteConfig:
-    return sandbox_config(env, tmp_path)
-
-
-@pytest.fixture
-def catalog(config: SiteConfig) -> Iterator[Catalog]:
-    with Catalog.open(config.catalog_url) as cat:
-        yield cat
 
 
 def unique(prefix: str) -> str:

@@ -8,7 +8,6 @@ association, ``AccountingStorageEnforce=...,limits``): a job asking for 12 would
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from hpcplat.spec import JobSpec, Resources
 from hpcplat.spec.model import Environment
 from hpcplat.submission import facts
 from hpcplat.submission.service import dry_run, submit
-from tests.fixtures.submission import invoke, sandbox_config, write_site_file
+from tests.fixtures.submission import invoke, write_site_file
 
 pytestmark = pytest.mark.sandbox
 
@@ -38,22 +37,6 @@ def env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     facts.forget()
     return dict(sandbox.env())
-
-
-@pytest.fixture
-def client(env: dict[str, str]) -> CliBackend:
-    return CliBackend(env=env)
-
-
-@pytest.fixture
-def config(env: dict[str, str], tmp_path: Path) -> SiteConfig:
-    return sandbox_config(env, tmp_path)
-
-
-@pytest.fixture
-def catalog(config: SiteConfig) -> Iterator[Catalog]:
-    with Catalog.open(config.catalog_url) as cat:
-        yield cat
 
 
 def unique(prefix: str) -> str:

@@ -9,44 +9,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from hpcplat import checkpoint
 from hpcplat.checkpoint import Checkpointer, CheckpointWriteError, Format, StopReason
-from hpcplat.errors import CommandError, HpcplatError, SlurmError, UsageError
+from hpcplat.errors import HpcplatError, SlurmError, UsageError
 from hpcplat.job.checkpoint import signals
-from hpcplat.runner import CommandResult
+from tests.fixtures.runner import RecordingRunner
 
-
-class Recorder:
-    """A runner that records the commands it is given and answers from a table (argv[:3] → stdout)."""
-
-    def __init__(self, answers: Mapping[tuple[str, ...], str] | None = None, fail: bool = False) -> None:
-        self.calls: list[tuple[str, ...]] = []
-        self.answers = dict(answers or {})
-        self.fail = fail
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        input: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        check: bool = True,
-        error: type[CommandError] = CommandError,
-    ) -> CommandResult:
-        assert timeout > 0
-        self.calls.append(tuple(argv))
-        if self.fail:
-            raise error(
-                "refused", argv=argv, returncode=1, stderr="Requested operation is presently disabled"
-            )
-        return CommandResult(tuple(argv), 0, self.answers.get(tuple(argv[:3]), ""), "", 0.0)
+DISABLED = "Requested operation is presently disabled"
+"""What scontrol says when Slurm refuses a requeue."""
 
 
 @pytest.fixture(autouse=True)
@@ -257,14 +232,14 @@ def stop_after_save(cp: Checkpointer, reason: StopReason) -> int:
 
 def test_warning_under_the_cap_rank0_requeues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slurm_env(monkeypatch, restarts=1, cap=3)
-    runner = Recorder()
+    runner = RecordingRunner()
     assert stop_after_save(make(tmp_path, runner=runner), StopReason.WARNING) == 0
     assert runner.calls == [("scontrol", "requeue", "4242")]
 
 
 def test_warning_on_another_rank_does_not_requeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    runner = Recorder()
+    runner = RecordingRunner()
     make(tmp_path, 0, 2).save({}, 3, format="pickle")  # rank 0's half, so step 3 is complete
     assert stop_after_save(make(tmp_path, 1, 2, runner=runner), StopReason.WARNING) == 0
     assert runner.calls == []
@@ -272,14 +247,20 @@ def test_warning_on_another_rank_does_not_requeue(tmp_path: Path, monkeypatch: p
 
 def test_warning_at_the_cap_exits_75_without_requeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slurm_env(monkeypatch, restarts=2, cap=2)
-    runner = Recorder()
+    runner = RecordingRunner()
     assert stop_after_save(make(tmp_path, runner=runner), StopReason.WARNING) == checkpoint.EXIT_NOT_REQUEUED
     assert runner.calls == []
 
 
 def test_failed_requeue_exits_75(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slurm_env(monkeypatch, restarts=0, cap=2)
-    assert stop_after_save(make(tmp_path, runner=Recorder(fail=True)), StopReason.WARNING) == 75
+    assert (
+        stop_after_save(
+            make(tmp_path, runner=RecordingRunner(fail=DISABLED)),
+            StopReason.WARNING,
+        )
+        == 75
+    )
 
 
 def test_sigterm_of_a_job_being_preempted_is_requeued_by_rank0(
@@ -287,16 +268,16 @@ def test_sigterm_of_a_job_being_preempted_is_requeued_by_rank0(
 ) -> None:
     slurm_env(monkeypatch, restarts=0, cap=1)
     show = ("scontrol", "show", "job")
-    runner = Recorder(
+    runner = RecordingRunner(
         {show: "JobId=4242 JobState=RUNNING Requeue=1 PreemptTime=2026-11-23T17:31:20 Restarts=0"}
     )
     assert stop_after_save(make(tmp_path, runner=runner), StopReason.PREEMPTED) == 0
-    assert runner.calls == [("scontrol", "show", "job", "-o", "4242"), ("scontrol", "requeue", "4242")]
+    assert runner.calls == [("scontrol", "show", "job", "4242"), ("scontrol", "requeue", "4242")]
 
 
 def test_sigterm_of_a_cancelled_job_just_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    runner = Recorder({("scontrol", "show", "job"): "JobId=4242 JobState=CANCELLED PreemptTime=None"})
+    runner = RecordingRunner({("scontrol", "show", "job"): "JobId=4242 JobState=CANCELLED PreemptTime=None"})
     assert stop_after_save(make(tmp_path, runner=runner), StopReason.PREEMPTED) == checkpoint.EXIT_PREEMPTED
     assert [c[1] for c in runner.calls] == ["show"]
 
@@ -305,7 +286,7 @@ def test_sigterm_on_another_rank_exits_0_without_asking_slurm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    runner = Recorder()
+    runner = RecordingRunner()
     make(tmp_path, 0, 2).save({}, 3, format="pickle")
     assert stop_after_save(make(tmp_path, 1, 2, runner=runner), StopReason.PREEMPTED) == 0
     assert runner.calls == []
@@ -399,7 +380,7 @@ def test_marker_records_the_job_and_restart(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_requeue_job_uses_a_deadline() -> None:
-    runner = Recorder(fail=True)
+    runner = RecordingRunner(fail=DISABLED)
     with pytest.raises(SlurmError):
         checkpoint.requeue_job("5", runner=runner)
 
@@ -456,11 +437,11 @@ def test_preempted_requeue_without_a_saved_step_says_so(
 ) -> None:
     """``python -m hpcplat.checkpoint requeue --signal TERM`` knows no step: no "saved step None"."""
     slurm_env(monkeypatch, restarts=0, cap=3)
-    checkpoint.preempted_requeue(runner=Recorder({("scontrol", "show", "job"): record}))
+    checkpoint.preempted_requeue(runner=RecordingRunner({("scontrol", "show", "job"): record}))
     err = capsys.readouterr().err
     assert expected in err
     assert "None" not in err
-    checkpoint.preempted_requeue(runner=Recorder({("scontrol", "show", "job"): record}), saved=12)
+    checkpoint.preempted_requeue(runner=RecordingRunner({("scontrol", "show", "job"): record}), saved=12)
     assert "step 12" in capsys.readouterr().err
 
 
@@ -479,7 +460,7 @@ def test_sigterm_of_a_job_preempted_past_the_cap_is_not_requeued(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slurm_env(monkeypatch, restarts=2, cap=2)
-    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    runner = RecordingRunner({("scontrol", "show", "job"): PREEMPTING})
     assert stop_after_save(make(tmp_path, runner=runner), StopReason.PREEMPTED) == checkpoint.EXIT_PREEMPTED
     assert [c[1] for c in runner.calls] == ["show"]
 
@@ -489,9 +470,9 @@ def test_a_job_script_being_preempted_is_requeued_whatever_the_program_returned(
     status: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    runner = RecordingRunner({("scontrol", "show", "job"): PREEMPTING})
     assert checkpoint.requeue_if_preempted(status, runner=runner) == 0
-    assert runner.calls == [("scontrol", "show", "job", "-o", "4242"), ("scontrol", "requeue", "4242")]
+    assert runner.calls == [("scontrol", "show", "job", "4242"), ("scontrol", "requeue", "4242")]
 
 
 @pytest.mark.parametrize(
@@ -506,7 +487,7 @@ def test_a_job_script_not_being_preempted_keeps_the_program_status(
     record: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    runner = Recorder({("scontrol", "show", "job"): record})
+    runner = RecordingRunner({("scontrol", "show", "job"): record})
     assert checkpoint.requeue_if_preempted(7, runner=runner) == 7
     assert [c[1] for c in runner.calls] == ["show"]
 
@@ -515,7 +496,7 @@ def test_a_job_script_preempted_at_the_cap_ends_with_a_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     slurm_env(monkeypatch, restarts=3, cap=3)
-    runner = Recorder({("scontrol", "show", "job"): PREEMPTING})
+    runner = RecordingRunner({("scontrol", "show", "job"): PREEMPTING})
     assert checkpoint.requeue_if_preempted(0, runner=runner) == checkpoint.EXIT_PREEMPTED
     assert [c[1] for c in runner.calls] == ["show"]
     assert "not requeued (requeued 3 time(s) already" in capsys.readouterr().err
@@ -525,11 +506,11 @@ def test_a_job_script_whose_slurm_query_fails_keeps_the_program_status(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slurm_env(monkeypatch, restarts=0, cap=3)
-    assert checkpoint.requeue_if_preempted(5, runner=Recorder(fail=True)) == 5
+    assert checkpoint.requeue_if_preempted(5, runner=RecordingRunner(fail=DISABLED)) == 5
 
 
 def test_outside_slurm_the_job_script_status_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    runner = Recorder()
+    runner = RecordingRunner()
     assert checkpoint.requeue_if_preempted(3, runner=runner) == 3
     assert runner.calls == []

@@ -1,55 +1,30 @@
 """The CLI backend's parsers, fed with output recorded from the real sandbox (tests/data/slurm/).
 
-The recorded runner below answers with those files and records every call, so a test can also
-assert how many Slurm commands a query costs. It is not a fake Slurm: it replays Slurm's own words.
+The runner of ``replay`` (``tests/fixtures/runner.py``) answers with those files and records
+every call, so a test can also assert how many Slurm commands a query costs. It is not a fake
+Slurm: it replays Slurm's own words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from hpcplat.errors import CommandError, SlurmError, UsageError
-from hpcplat.runner import CommandResult
-from hpcplat.slurm.cli_backend import (
-    CliBackend,
-    count_gres_gpus,
-    parse_gpu_indices,
-    parse_key_values,
-    parse_minutes,
-    parse_tres,
-)
+from hpcplat.errors import SlurmError, UsageError
+from hpcplat.slurm.cli_backend import CliBackend, parse_key_values, parse_minutes, parse_tres
 from hpcplat.slurm.client import get_client
+from hpcplat.slurm.parse import gres_gpu_count as count_gres_gpus
+from hpcplat.slurm.parse import parse_gpu_indices
 from hpcplat.slurm.state import JobState, NodeState
+from tests.fixtures.runner import RecordingRunner
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "slurm"
 
 
-class RecordedRunner:
-    def __init__(self, answers: dict[str, str]) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, ...]] = []
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        input: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        check: bool = True,
-        error: type[CommandError] = CommandError,
-    ) -> CommandResult:
-        assert timeout > 0
-        self.calls.append(tuple(argv))
-        key = " ".join(argv[:3]) if argv[0] == "scontrol" else argv[0]
-        for prefix, text in self.answers.items():
-            if key.startswith(prefix):
-                return CommandResult(tuple(argv), 0, text, "", 0.0)
-        raise AssertionError(f"unexpected command {argv}")
+def replay(answers: dict[str, str]) -> RecordingRunner:
+    """Answers each Slurm command with Slurm's recorded words; any other command fails the test."""
+    return RecordingRunner(answers, default=None)
 
 
 def recorded(name: str) -> str:
@@ -57,7 +32,7 @@ def recorded(name: str) -> str:
 
 
 def test_jobs_from_recorded_squeue_is_one_call() -> None:
-    runner = RecordedRunner({"squeue": recorded("squeue.txt")})
+    runner = replay({"squeue": recorded("squeue.txt")})
     jobs = CliBackend(runner=runner).jobs(["39", "40", "41", "42", "43"])
     assert len(runner.calls) == 1
     assert "--jobs=39,40,41,42,43" in runner.calls[0]
@@ -74,7 +49,7 @@ def test_jobs_from_recorded_squeue_is_one_call() -> None:
 
 
 def test_history_from_recorded_sacct() -> None:
-    runner = RecordedRunner({"sacct": recorded("sacct.txt")})
+    runner = replay({"sacct": recorded("sacct.txt")})
     jobs = CliBackend(runner=runner).history(["39", "40", "41", "42", "43"])
     assert len(runner.calls) == 1
     by_id = {j.job_id: j for j in jobs}
@@ -92,14 +67,14 @@ RUN_HELD = "8a1d4e2f-0c3b-4f6a-b7e9-5d2c1a0f9e34"
 
 def test_history_asks_accounting_for_the_comment_that_names_the_run() -> None:
     # Recorded after the jobs had left squeue: only accounting still knows which run each one was.
-    runner = RecordedRunner({"sacct": recorded("sacct_comment.txt")})
+    runner = replay({"sacct": recorded("sacct_comment.txt")})
     by_id = {j.job_id: j for j in CliBackend(runner=runner).history(["24", "25"])}
     fields = next(a for a in runner.calls[0] if a.startswith("--format="))
     assert "Comment" in fields.split("=", 1)[1].split(",")
     assert by_id["24"].comment == f"hpcplat:{RUN_DDP}"
     assert by_id["25"].comment == f"hpcplat:{RUN_HELD}"
     # Output recorded before Comment was asked for still parses, without one.
-    old = {j.job_id: j for j in CliBackend(runner=RecordedRunner({"sacct": recorded("sacct.txt")})).history()}
+    old = {j.job_id: j for j in CliBackend(runner=replay({"sacct": recorded("sacct.txt")})).history()}
     assert old["43"].comment == "" and old["43"].gpus == 2
 
 
@@ -107,7 +82,7 @@ def test_show_finds_the_run_of_a_job_only_accounting_knows() -> None:
     from hpcplat.cli.common import find_jobs, info_dict
 
     # squeue has forgotten the job (an empty answer); sacct's record names its run.
-    runner = RecordedRunner({"squeue": "", "sacct": recorded("sacct_comment.txt")})
+    runner = replay({"squeue": "", "sacct": recorded("sacct_comment.txt")})
     data = info_dict(find_jobs(CliBackend(runner=runner), ["24"])["24"])
     assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
     assert data["run_id"] == RUN_DDP and data["state"] == "COMPLETED"
@@ -118,12 +93,10 @@ def test_gpus_are_the_whole_jobs_in_queue_and_in_accounting() -> None:
     # rec-ddp: 2 nodes x 2 GPUs (squeue's %b says gres:gpu:2, per node; sacct's AllocTRES 4, total).
     # rec-held: 2 nodes x 1 GPU, cancelled before it started (no AllocTRES; its ReqTRES counts).
     queued = {
-        j.job_id: j
-        for j in CliBackend(runner=RecordedRunner({"squeue": recorded("squeue_multinode.txt")})).jobs()
+        j.job_id: j for j in CliBackend(runner=replay({"squeue": recorded("squeue_multinode.txt")})).jobs()
     }
     ended = {
-        j.job_id: j
-        for j in CliBackend(runner=RecordedRunner({"sacct": recorded("sacct_comment.txt")})).history()
+        j.job_id: j for j in CliBackend(runner=replay({"sacct": recorded("sacct_comment.txt")})).history()
     }
     assert "gres:gpu:2" in recorded("squeue_multinode.txt")
     assert queued["24"].state is JobState.RUNNING and ended["24"].state is JobState.COMPLETED
@@ -135,7 +108,7 @@ def test_gpus_are_the_whole_jobs_in_queue_and_in_accounting() -> None:
 
 
 def test_finished_jobs_from_recorded_sacct_drop_stale_queue_reasons() -> None:
-    runner = RecordedRunner({"sacct": recorded("sacct_finished_reasons.txt")})
+    runner = replay({"sacct": recorded("sacct_finished_reasons.txt")})
     by_id = {j.job_id: j for j in CliBackend(runner=runner).history()}
     assert "BeginTime" in recorded("sacct_finished_reasons.txt")
     # Each ran and ended; the reason sacct kept is the one it once waited for.
@@ -148,7 +121,7 @@ def test_finished_jobs_from_recorded_sacct_drop_stale_queue_reasons() -> None:
 
 
 def test_nodes_from_recorded_scontrol() -> None:
-    runner = RecordedRunner({"scontrol -o show": recorded("scontrol_show_node.txt")})
+    runner = replay({"scontrol -o show": recorded("scontrol_show_node.txt")})
     nodes = CliBackend(runner=runner).nodes()
     assert [n.name for n in nodes] == ["n1", "n2", "n3", "n4"]
     assert all(n.gpus == 4 and n.cpus == 4 for n in nodes)
@@ -170,25 +143,18 @@ def test_gpu_indices_of_multi_node_job() -> None:
 
 
 def test_submit_parses_parsable_output_and_passes_script_on_stdin() -> None:
-    seen: dict[str, object] = {}
-
-    def runner(argv: Sequence[str], **kw: object) -> CommandResult:
-        seen.update(kw, argv=argv)
-        return CommandResult(tuple(argv), 0, "1234;hpcsb\n", "", 0.0)
-
-    result = CliBackend(runner=runner).submit("#!/bin/bash\ntrue\n", args=["--hold"])  # type: ignore[arg-type]
+    runner = replay({"sbatch": "1234;hpcsb\n"})
+    result = CliBackend(runner=runner).submit("#!/bin/bash\ntrue\n", args=["--hold"])
     assert result.job_id == "1234" and result.cluster == "hpcsb"
-    assert seen["input"] == "#!/bin/bash\ntrue\n"
-    assert seen["argv"] == ["sbatch", "--parsable", "--hold"]
-    assert seen["error"] is SlurmError
+    [call] = runner.requests
+    assert call.input == "#!/bin/bash\ntrue\n"
+    assert call.argv == ("sbatch", "--parsable", "--hold")
+    assert call.error is SlurmError
 
 
 def test_submit_without_job_id_is_an_error() -> None:
-    def runner(argv: Sequence[str], **kw: object) -> CommandResult:
-        return CommandResult(tuple(argv), 0, "something odd\n", "", 0.0)
-
     with pytest.raises(SlurmError, match="no job id"):
-        CliBackend(runner=runner).submit("#!/bin/bash\n")  # type: ignore[arg-type]
+        CliBackend(runner=replay({"sbatch": "something odd\n"})).submit("#!/bin/bash\n")
 
 
 @pytest.mark.parametrize(

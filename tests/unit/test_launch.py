@@ -15,33 +15,13 @@ from pathlib import Path
 import pytest
 
 from hpcplat import launch
-from hpcplat.errors import CommandError, CommandNotFound, UsageError
-from hpcplat.runner import CommandResult
+from hpcplat.errors import UsageError
+from tests.fixtures.runner import RecordingRunner
 
 
-class Hostnames:
+def hostnames(hosts: Sequence[str]) -> RecordingRunner:
     """A runner answering ``scontrol show hostnames`` the way Slurm prints it (one host a line)."""
-
-    def __init__(self, hosts: Sequence[str] = (), missing: bool = False) -> None:
-        self.hosts = hosts
-        self.missing = missing
-        self.calls: list[tuple[str, ...]] = []
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        input: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        check: bool = True,
-        error: type[CommandError] = CommandError,
-    ) -> CommandResult:
-        self.calls.append(tuple(argv))
-        if self.missing:
-            raise CommandNotFound("scontrol: command not found", argv=argv, returncode=None)
-        return CommandResult(tuple(argv), 0, "".join(f"{h}\n" for h in self.hosts), "", 0.0)
+    return RecordingRunner(default="".join(f"{h}\n" for h in hosts))
 
 
 SLURM = {
@@ -56,7 +36,7 @@ SLURM = {
 
 
 def test_task_env_from_slurm_variables() -> None:
-    runner = Hostnames(["n1", "n2"])
+    runner = hostnames(["n1", "n2"])
     env = launch.task_env(SLURM, runner=runner)
     assert env == launch.TaskEnv(3, 4, 1, 2, 1, "n1", 20000 + 123457 % 10000)
     assert runner.calls == [("scontrol", "show", "hostnames", "n[1-2]")]
@@ -66,10 +46,10 @@ def test_task_env_from_slurm_variables() -> None:
 def test_step_variables_win_and_overrides_apply() -> None:
     env = dict(SLURM, SLURM_STEP_TASKS_PER_NODE="3,1", SLURM_STEP_NODEID="0", SLURM_STEP_NODELIST="n7")
     env.update(HPCPLAT_MASTER_PORT="31000")
-    runner = Hostnames(["n7"])
+    runner = hostnames(["n7"])
     got = launch.task_env(env, runner=runner)
     assert (got.local_world_size, got.master_addr, got.master_port) == (3, "n7", 31000)
-    got = launch.task_env(dict(env, HPCPLAT_MASTER_ADDR="10.0.0.5"), runner=Hostnames(missing=True))
+    got = launch.task_env(dict(env, HPCPLAT_MASTER_ADDR="10.0.0.5"), runner=RecordingRunner(missing=True))
     assert got.master_addr == "10.0.0.5"
 
 
@@ -107,7 +87,7 @@ def test_expand_tasks_per_node_rejects_garbage() -> None:
 )
 def test_nodelist_fallback_without_scontrol(nodelist: str, hosts: list[str]) -> None:
     assert launch.expand_nodelist(nodelist) == hosts
-    assert launch.first_host(nodelist, runner=Hostnames(missing=True)) == hosts[0]
+    assert launch.first_host(nodelist, runner=RecordingRunner(missing=True)) == hosts[0]
 
 
 def test_exit_status_of_a_signalled_child() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hpcplat.slurm.parse import expand_hostlist
 from hpcplat.slurm.state import JobState, NodeState
-from node_agent import hostlist
 from node_agent.config import BackendChoice, ConfigError, IdlePolicy, OrphanPolicy, from_mapping, load
 from node_agent.gpu.backend import BackendUnavailable, GpuBackendError, ReadHint
 from node_agent.gpu.choose import open_backend
@@ -245,12 +245,12 @@ def test_example_config_is_valid() -> None:
 
 
 def test_hostlist_expansion() -> None:
-    assert hostlist.expand("n[1-3],gpu7") == ["n1", "n2", "n3", "gpu7"]
-    assert hostlist.expand("gpu[08-10]") == ["gpu08", "gpu09", "gpu10"]
-    assert hostlist.expand("/dev/nvidia[0-1]") == ["/dev/nvidia0", "/dev/nvidia1"]
-    assert hostlist.expand("r[1-2]n[1-2]") == ["r1n1", "r1n2", "r2n1", "r2n2"]
+    assert expand_hostlist("n[1-3],gpu7") == ["n1", "n2", "n3", "gpu7"]
+    assert expand_hostlist("gpu[08-10]") == ["gpu08", "gpu09", "gpu10"]
+    assert expand_hostlist("/dev/nvidia[0-1]") == ["/dev/nvidia0", "/dev/nvidia1"]
+    assert expand_hostlist("r[1-2]n[1-2]") == ["r1n1", "r1n2", "r2n1", "r2n2"]
     with pytest.raises(ValueError):
-        hostlist.expand("n[1-")
+        expand_hostlist("n[1-")
 
 
 def test_gres_conf_gives_each_node_its_files_in_index_order() -> None:

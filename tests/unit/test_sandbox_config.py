@@ -26,6 +26,7 @@ def test_every_port_derives_from_the_base_and_none_collide() -> None:
         "slurmctld": 20000,
         "slurmdbd": 20001,
         "mariadb": 20002,
+        "server": 20003,
         "slurmd-n1": 20011,
         "slurmd-n2": 20012,
         "slurmd-n3": 20013,

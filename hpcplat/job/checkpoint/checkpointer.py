@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hpcplat.errors import HpcplatError, UsageError
+from hpcplat.files import atomic_file
 from hpcplat.job import environment
 from hpcplat.job.checkpoint import signals
 from hpcplat.job.checkpoint.layout import (
     DEFAULT_KEEP,
     Checkpoint,
     Format,
-    atomic_file,
     latest,
     marker_name,
     prune,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from hpcplat.errors import HpcplatError, SlurmError
 from hpcplat.job.environment import env_int
 from hpcplat.runner import Runner, run
+from hpcplat.slurm.parse import parse_show_job
 
 ENV_MAX_REQUEUES = "HPCPLAT_MAX_REQUEUES"
 DEFAULT_MAX_REQUEUES = 3
@@ -65,14 +66,12 @@ def requeue_job(job_id: str, *, runner: Runner = run, timeout: float = REQUEUE_T
 
 
 def job_record(job_id: str, *, runner: Runner = run, timeout: float = REQUEUE_TIMEOUT_S) -> dict[str, str]:
-    """``scontrol show job -o JOB`` as a dict (``JobState``, ``PreemptTime``, ``Requeue``...)."""
-    result = runner(["scontrol", "show", "job", "-o", job_id], timeout=timeout, error=SlurmError)
-    record: dict[str, str] = {}
-    for token in result.stdout.split():
-        key, sep, value = token.partition("=")
-        if sep and key not in record:
-            record[key] = value
-    return record
+    """``scontrol show job JOB`` as a dict (``JobState``, ``PreemptTime``, ``Requeue``...).
+
+    The multi-line form, read by :func:`hpcplat.slurm.parse.parse_show_job`: a job name with
+    blanks and ``=`` (``JobName=x JobState=COMPLETED``) stays the name."""
+    result = runner(["scontrol", "show", "job", job_id], timeout=timeout, error=SlurmError)
+    return parse_show_job(result.stdout)
 
 
 def is_being_preempted(record: Mapping[str, str]) -> bool:
