@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(slurm-wlm slurm-client slurmdbd munge mariadb-server lmod openssh-server postgresql git
-          python3-venv)
+          python3-venv chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

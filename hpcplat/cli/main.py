@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("hpcplat.cli.demo", "demo", "Bring the sandbox up and run the end-to-end story."),
     "server": ("hpcplat.cli.server", "server", "The hpcplat server: the catalog as a service (API v1)."),
     "whoami": ("hpcplat.cli.server", "whoami", "Ask the hpcplat server who you are (munge)."),
+    "board": ("hpcplat.cli.board", "board", "Print a one-time login link to the web board."),
 }
 
 

@@ -127,6 +127,9 @@ def create_app(settings: ServerSettings, *, verifier: MungeVerifier | None = Non
     app.state.policy = Policy(admins=settings.admins)
     app.state.verifier = verifier or MungeVerifier(socket=settings.munge_socket)
     app.include_router(router)
+    from hpcplat.server.board import mount as mount_board
+
+    mount_board(app)  # the web board under /board/ (docs/board.md)
 
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
