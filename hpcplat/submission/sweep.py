@@ -641,6 +641,8 @@ class PointResult:
     exit_code: int | None
     result: dict[str, Any] | None
     """What the point wrote to ``$HPCPLAT_RESULT_FILE`` (``None`` when nothing)."""
+    elapsed_s: int | None = None
+    """Slurm's elapsed time of the point's job (allocated seconds), when known."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -651,6 +653,7 @@ class PointResult:
             "state": self.state.value,
             "exit_code": self.exit_code,
             "result": self.result,
+            "elapsed_s": self.elapsed_s,
         }
 
 
@@ -685,6 +688,7 @@ def collect(
                 state=info.state if info else JobState.UNKNOWN,
                 exit_code=info.exit_code if info else None,
                 result=_read_result(Path(record.directory) / "points" / str(i) / "result.json"),
+                elapsed_s=info.elapsed_s if info else None,
             )
         )
     return out
