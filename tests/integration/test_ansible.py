@@ -36,7 +36,7 @@ pytestmark = [
 
 GPUS = 2
 NODES = {"gpu1": "127.0.1.22", "gpu2": "127.0.1.23"}
-DB_PASSWORD = "correct horse 'battery' staple"
+DB_PASSWORD = "Correct-Horse_Battery9"
 
 
 def ansible_env(tmp: Path) -> dict[str, str]:
@@ -104,16 +104,17 @@ def test_lint_production_profile_and_syntax_check(tmp_path: Path) -> None:
         ),
         (
             {"gpu_count": 2},
-            {"gpu_count": 4},
-            "compute hosts have different gpu_count values (gpu1=2, gpu2=4)",
+            {"gpu_count": 2},
+            "slurmdbd_config.db_password must be set (at least 12 characters, without '#'",
         ),
     ],
-    ids=["renamed-variable", "mixed-gpu-counts"],
+    ids=["renamed-variable", "hash-in-db-password"],
 )
 def test_inventory_errors_stop_the_play_with_the_fix(
     tmp_path: Path, gpu1: dict[str, Any], gpu2: dict[str, Any], message: str
 ) -> None:
     node = {"cpus": 1, "memory_mb": 100}
+    password = "with#hash-is-a-comment" if "db_password" in message else DB_PASSWORD
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         yaml.safe_dump(
@@ -123,6 +124,7 @@ def test_inventory_errors_stop_the_play_with_the_fix(
                         "ansible_connection": "local",
                         "ansible_python_interpreter": sys.executable,
                         **SAFE,
+                        "slurmdbd_config": {"db_password": password},
                     },
                     "children": {
                         "controller": {"hosts": {"ctl": {"hpcplat_root": str(tmp_path / "ctl")}}},
@@ -194,6 +196,7 @@ def build_inventory(tmp: Path) -> dict[str, Any]:
                 "ansible_python_interpreter": sys.executable,
                 **SAFE,
                 "slurm_config": {"cluster_name": "ansibletest"},
+                "slurm_conf": {"MinJobAge": 60, "PrologFlags": "Contain", "JobCompType": None},
                 "slurmdbd_config": {"db_password": DB_PASSWORD},
                 "hpcplat_site_config": {
                     "catalog_url": f"sqlite:///{tmp}/catalog.db",
@@ -262,47 +265,25 @@ def test_slurm_accepts_the_rendered_slurm_conf_and_gres_conf(applied: Path) -> N
         assert f"Gres=gpu:{GPUS}" in conf.read_text()
 
 
-def test_every_machine_gets_the_same_slurm_conf_the_sandbox_renderer_writes(applied: Path) -> None:
-    from hpcplat.sandbox.render import render_template
-
+def test_site_overrides_reach_slurm_conf_over_production_defaults(applied: Path) -> None:
     texts = {m: (applied / m / "etc" / "slurm" / "slurm.conf").read_text() for m in ("ctl", "gpu1")}
     assert len(set(texts.values())) == 1
-    context = {
-        "cluster_name": "ansibletest",
-        "control_host": "ctl",
-        "control_addr": "127.0.1.21",
-        "slurmctld_port": 6817,
-        "slurmdbd_host": "127.0.1.21",
-        "slurmdbd_port": 6819,
-        "slurm_user": "slurm",
-        "munge_socket": "/run/munge/munge.socket.2",
-        "cred_expire_s": 120,
-        "state_save_location": "/var/lib/slurm/slurmctld",
-        "slurmd_spool_dir": "/var/lib/slurm/slurmd",
-        "slurmctld_pid_file": "/run/slurmctld.pid",
-        "slurmd_pid_file": "/run/slurmd.pid",
-        "slurmctld_log_file": "/var/log/slurm/slurmctld.log",
-        "slurmd_log_file": "/var/log/slurm/slurmd.log",
-        "gpus_per_node": GPUS,
-        "nodes": [
-            {
-                "name": name,
-                "addr": address,
-                "port": 6818,
-                "cpus": 4,
-                "memory_mb": 4000,
-                "gpu_files": [f"{applied}/dev/{name}gpu{i}" for i in range(GPUS)],
-            }
-            for name, address in NODES.items()
-        ],
-        "partitions": [
-            {"name": "gpu", "default": True, "max_time": "1-00:00:00"},
-            {"name": "debug", "default": False, "max_time": "00:30:00"},
-        ],
-    }
-    assert texts["ctl"] == render_template("slurm.conf.j2", context)
-    gres = (applied / "gpu1" / "etc" / "slurm" / "gres.conf").read_text()
-    assert gres == render_template("gres.conf.j2", context)
+    conf = texts["ctl"]
+    # The inventory's slurm_conf: a changed default, a new parameter, a removed default.
+    assert "\nMinJobAge=60\n" in conf and "MinJobAge=300" not in conf
+    assert "\nPrologFlags=Contain\n" in conf
+    assert "JobCompType" not in conf
+    # Production defaults: no config_overrides, Slurm's own scheduler intervals, a real MailProg,
+    # the hpcplat epilog and health check.
+    assert "config_overrides" not in conf and "SchedulerParameters" not in conf
+    assert "\nMailProg=/usr/bin/mail\n" in conf
+    assert "\nEpilog=/etc/slurm/hpcplat-epilog\n" in conf
+    assert "\nHealthCheckProgram=/etc/slurm/hpcplat-healthcheck\n" in conf
+    epilog = (applied / "gpu1" / "etc" / "slurm" / "hpcplat-epilog").read_text()
+    assert epilog.rstrip().endswith("--dry-run")
+    assert "ACT = False" in (applied / "gpu1" / "etc" / "slurm" / "hpcplat-healthcheck").read_text()
+    for node, address in NODES.items():
+        assert f"NodeName={node} NodeAddr={address} Port=6818 CPUs=4 RealMemory=4000 Gres=gpu:{GPUS}" in conf
 
 
 def test_one_munge_key_everywhere_and_secrets_kept_private(applied: Path) -> None:
@@ -337,6 +318,8 @@ def test_hosts_file_module_tree_and_site_configuration(applied: Path) -> None:
     assert data["defaults"]["account"] == "vision"
     assert data["tiers"]["preemptible"]["preemptible"] is True
     assert data["node_agent"]["metrics_port"] == 9810
+    assert data["node_agent"]["dry_run"] is True
+    assert site.stat().st_mode & 0o777 == 0o644 and "@" not in data["catalog"]["url"]
     from node_agent.config import load
 
     agent = load(site)

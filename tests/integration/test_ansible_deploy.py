@@ -90,7 +90,10 @@ def build_inventory(tmp: Path, gpus: dict[str, int]) -> dict[str, Any]:
                 "manage_services": name == "ctl",
             },
             "hpcplat_site_config": {
-                "config_path": f"{root}/etc/hpcplat/hpcplat.toml",
+                # One site file for every "machine": slurm.conf names one HealthCheckProgram and
+                # one Epilog for all nodes, and they name this file (on a site: the same path on
+                # every machine).
+                "config_path": f"{tmp}/etc/hpcplat/hpcplat.toml",
                 "venv": sys.prefix,
                 "catalog_url": f"sqlite:///{tmp}/catalog.db",
                 "default_account": "root",
