@@ -6,17 +6,18 @@ from :mod:`hpcplat.cli.output` and :mod:`hpcplat.cli.specflags`), never from eac
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from hpcplat.errors import SlurmError, UsageError
+from hpcplat.errors import HpcplatError, SlurmError, UsageError
 from hpcplat.slurm.parse import run_id_from_comment
 from hpcplat.slurm.state import JobState, parse_job_id
 
 if TYPE_CHECKING:
     from hpcplat.catalog.service import Catalog
+    from hpcplat.server.client import Client as ServerClient
     from hpcplat.siteconfig import SiteConfig
     from hpcplat.slurm.client import SlurmClient
     from hpcplat.slurm.models import JobInfo
@@ -146,3 +147,52 @@ def open_catalog(url: str | None) -> Catalog:
     from hpcplat.catalog.service import Catalog
 
     return Catalog.open(url)
+
+
+# -- the hpcplat server ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+SERVER_READ_TIMEOUT_S = 10.0
+
+
+def catalog_server(catalog_url: str | None) -> ServerClient | None:
+    """The client of the hpcplat server when catalog reads go through it: the site file has a
+    ``[server]`` section and no catalog was named (``--catalog`` or ``$HPCPLAT_CATALOG_URL``, which
+    mean "read this database"). On the server's Unix socket the kernel says who the caller is (no
+    munge call); over TCP each request carries a munge credential."""
+    import os
+
+    if catalog_url or os.environ.get("HPCPLAT_CATALOG_URL"):
+        return None
+    section = site_config().section("server")
+    if not section:
+        return None
+    from hpcplat.server.client import Client, ServerError
+
+    try:
+        client = Client.from_section(section, timeout=SERVER_READ_TIMEOUT_S)
+    except ServerError:
+        return None
+    if client.socket:
+        client.use_munge = False
+    return client
+
+
+def from_server(catalog_url: str | None, ask: Callable[[ServerClient], T]) -> T | None:
+    """``ask(client)`` of the hpcplat server, or ``None`` when reads go to the catalog directly:
+    no server configured, or the server does not answer (said in one line on stderr). A refusal
+    (bad reference, no permission) is an error, as it would be without the server."""
+    client = catalog_server(catalog_url)
+    if client is None:
+        return None
+    from hpcplat.server.client import ServerError
+
+    try:
+        return ask(client)
+    except ServerError as exc:
+        if exc.status == 0 or exc.status >= 500:
+            click.echo(f"warning: {exc}; reading the catalog directly", err=True)
+            return None
+        if exc.status in (400, 404, 422):
+            raise UsageError(exc.detail) from None  # the server's words, its hint included
+        raise HpcplatError(f"the hpcplat server refused: {exc.detail}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,17 +261,20 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
     """Wait for jobs to finish; exit 0 if all completed, exit 1 if any failed or --timeout passed first
     (the jobs then keep running).
 
-    One squeue call per refresh for all the jobs (plus sacct for ended ones), backing off to 30 s.
+    With an hpcplat server (the site file's [server]), jobs hpcplat submitted are followed in the
+    catalog the server keeps in step with Slurm: no Slurm call at all. Otherwise one squeue call per
+    refresh for all the jobs (plus sacct for ended ones), backing off to 30 s.
     """
     from hpcplat.slurm.watcher import Watcher
 
     ids = _check_ids(job_ids)
-    client = _client()
-    find_jobs(client, ids)
-    watcher = Watcher.shared(client)
     progress = Progress(ids, enabled=not quiet)
     try:
-        final = watcher.wait(ids, timeout=timeout, on_cycle=progress.update)
+        final: dict[str, Any] | None = _wait_on_server(ids, timeout, progress)
+        if final is None:
+            client = _client()
+            find_jobs(client, ids)
+            final = Watcher.shared(client).wait(ids, timeout=timeout, on_cycle=progress.update)
     except TimeoutError as exc:
         progress.close()
         raise HpcplatError(str(exc), hint="the jobs keep running; wait again or cancel them") from None
@@ -284,6 +288,60 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, quiet: bool) -> None:
         click.echo(f"{job_id} {state}{extra}{reason}")
     if failed:
         sys.exit(1)
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A job as the server's catalog records it (what ``wait`` prints and ``Progress`` counts)."""
+
+    state: JobState
+    exit_code: int | None
+    reason: str
+    done: bool
+
+
+_MAYBE_REQUEUED = (JobState.PREEMPTED, JobState.NODE_FAIL)
+_TRACKED_RUNS = ("QUEUED", "RUNNING", "REQUEUED")
+SERVER_POLL_S = (0.5, 5.0)
+"""``wait`` on the server: first and longest pause between polls (the pause grows by half)."""
+
+
+def _server_states(client: Any, ids: Sequence[str]) -> dict[str, _Recorded]:
+    from urllib.parse import urlencode
+
+    out = {}
+    for j in client.get("/api/v1/jobs?" + urlencode({"ids": ",".join(ids)})):
+        state = JobState(j["state"])
+        done = state.is_terminal and (state not in _MAYBE_REQUEUED or j["run_status"] not in _TRACKED_RUNS)
+        out[j["job_id"]] = _Recorded(state, j["exit_code"], j["reason"], done)
+    return out
+
+
+def _wait_on_server(
+    ids: Sequence[str], timeout: float | None, progress: Progress
+) -> dict[str, _Recorded] | None:
+    """Follow the jobs in the server's catalog until all are done; ``None`` when the server is not
+    configured or does not answer, or when it does not know one of the jobs (not submitted by
+    hpcplat): the caller then asks Slurm."""
+    from hpcplat.cli.common import from_server
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = SERVER_POLL_S[0]
+    while True:
+        seen = from_server(None, lambda client: _server_states(client, ids))
+        if seen is None or any(j not in seen for j in ids):
+            return None
+        progress.update(seen)
+        if all(seen[j].done for j in ids):
+            return {j: seen[j] for j in ids}
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pending = [f"{j} ({seen[j].state.value})" for j in ids if not seen[j].done]
+                raise TimeoutError(f"still not finished after {timeout:g} s: {', '.join(pending)}")
+            pause = min(pause, left)
+        time.sleep(pause)
+        pause = min(pause * 1.5, SERVER_POLL_S[1])
 
 
 class Progress:

@@ -1,31 +1,43 @@
 """``hpcplat runs``, ``hpcplat run show|plot``, ``hpcplat rerun`` and ``hpcplat reconcile``.
 
 Thin commands over :class:`hpcplat.catalog.Catalog`. ``hpcplat runs`` (the list) uses SQLAlchemy Core
-only, so it stays fast; nothing here imports the catalog before a command runs.
+only, so it stays fast; nothing here imports the catalog before a command runs. When the site file
+has a ``[server]`` section, ``runs`` and ``run show`` ask the hpcplat server (whose catalog its live
+loop keeps in step with Slurm) and import neither SQLAlchemy nor SQLModel; a server that does not
+answer is said on stderr and the catalog is read directly.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from hpcplat.cli import output
-from hpcplat.cli.common import catalog_option, open_catalog
+from hpcplat.cli.common import catalog_option, from_server, open_catalog
 from hpcplat.cli.output import echo_json
 from hpcplat.errors import HpcplatError, UsageError
 
 if TYPE_CHECKING:
+    from hpcplat.catalog.listing import RunRow
     from hpcplat.catalog.queries import RunDetails
     from hpcplat.catalog.service import Catalog
+    from hpcplat.server.client import Client as ServerClient
 
 
-def _when(value: datetime | None) -> str:
+def _when(value: datetime | str | None) -> str:
+    """A time as local wall-clock text; ``value`` may be ISO 8601 text (JSON from the catalog)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+SERVER_PAGE = 1000
+"""Runs per request to the server (its ``MAX_LIMIT``)."""
 
 
 def _value(value: Any) -> str:
@@ -65,9 +77,13 @@ def runs(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"catalog_url": catalog_url}
         return
-    from hpcplat.catalog.listing import list_runs_at
+    from hpcplat.catalog.listing import build_query, list_runs_at
 
-    rows = list_runs_at(catalog_url, user=user, team=team, tag=tag, status=status, limit=limit)
+    filters: dict[str, Any] = {"user": user, "team": team, "tag": tag, "status": status, "limit": limit}
+    build_query(**filters)  # bad filters are the same clear error with or without the server
+    rows = from_server(catalog_url, lambda client: _server_rows(client, filters))
+    if rows is None:
+        rows = list_runs_at(catalog_url, **filters)
     if as_json:
         echo_json([r.to_dict() for r in rows])
         return
@@ -88,6 +104,27 @@ def runs(
         for r in rows
     ]
     output.echo_table(["RUN", "NAME", "OWNER", "TEAM", "STATUS", "JOB", "CREATED", "TAGS"], table)
+
+
+def _server_rows(client: ServerClient, filters: dict[str, Any]) -> list[RunRow]:
+    """The runs the server lists (``GET /api/v1/runs``), page by page up to ``limit``."""
+    from urllib.parse import urlencode
+
+    from hpcplat.catalog.enums import RunStatus
+    from hpcplat.catalog.listing import RunRow
+
+    wanted: int = filters["limit"]
+    query = {k: v for k, v in filters.items() if k != "limit" and v}
+    rows: list[RunRow] = []
+    offset: int | None = 0
+    while offset is not None and len(rows) < wanted:
+        page = min(SERVER_PAGE, wanted - len(rows))
+        answer = client.get(f"/api/v1/runs?{urlencode({**query, 'limit': page, 'offset': offset})}")
+        for r in answer["runs"]:
+            created = datetime.fromisoformat(r["created"]).astimezone(UTC)
+            rows.append(RunRow(**{**r, "status": RunStatus(r["status"]), "created": created}))
+        offset = answer["next_offset"]
+    return rows
 
 
 @runs.command("compare")
@@ -151,120 +188,150 @@ def run() -> None:
 @catalog_option
 def show(ref: str, as_json: bool, show_diff: bool, show_script: bool, catalog_url: str | None) -> None:
     """Provenance, params, latest metrics, attempts, events and GPU-hours of one run."""
-    with open_catalog(catalog_url) as catalog:
-        details = catalog.details(ref)
-        script = catalog.sbatch_script(details.run.id) if show_script else ""
+    query = "?script=true" if show_script else ""
+    data = from_server(catalog_url, lambda client: _server_details(client, ref, query))
+    if data is None:
+        with open_catalog(catalog_url) as catalog:
+            details = catalog.details(ref)
+            data = details.to_dict()
+            if show_script:
+                data["script"] = catalog.sbatch_script(details.run.id)
+    script = data.pop("script", "")
     if as_json:
-        echo_json(details.to_dict())
+        echo_json(data)
         return
     if show_diff:
-        click.echo(
-            details.code.diff if details.code and details.code.diff else "(no uncommitted diff recorded)"
-        )
+        diff = (data["provenance"]["code"] or {}).get("diff")
+        click.echo(diff or "(no uncommitted diff recorded)")
         return
     if show_script:
         click.echo(script or "(no sbatch script recorded)")
         return
-    click.echo(render_details(details))
+    click.echo(render_details(data))
 
 
-def render_details(d: RunDetails) -> str:
-    r = d.run
+def _server_details(client: ServerClient, ref: str, query: str) -> dict[str, Any]:
+    from urllib.parse import quote
+
+    answer: dict[str, Any] = client.get(f"/api/v1/runs/{quote(ref.strip(), safe='')}/details{query}")
+    return answer
+
+
+def render_details(data: RunDetails | dict[str, Any]) -> str:
+    """``run show``'s text, from :meth:`RunDetails.to_dict` (the server's answer is that dict)."""
+    d = data.to_dict() if not isinstance(data, dict) else data
+    r = d["run"]
     out = [
-        f"run {r.id}  {r.name}",
-        f"  status   {r.status.value}" + (f" ({r.status_reason})" if r.status_reason else ""),
+        f"run {r['id']}  {r['name']}",
+        f"  status   {r['status']}" + (f" ({r['status_reason']})" if r["status_reason"] else ""),
     ]
     out.append(
-        f"  owner    {r.owner}  team {r.team or '-'}  tier {r.tier or '-'}  tags {','.join(r.tags) or '-'}"
+        f"  owner    {r['owner']}  team {r['team'] or '-'}  tier {r['tier'] or '-'}  "
+        f"tags {','.join(r['tags']) or '-'}"
     )
-    out.append(f"  created  {_when(r.created)}  updated {_when(r.updated)}")
-    if r.rerun_of:
-        out.append(f"  rerun of {r.rerun_of}")
-    out.append("code")
-    if d.code is None:
-        out.append("  (not recorded)")
-    elif d.code.vcs != "git":
-        out.append(f"  not under git: {d.code.reason}")
-    else:
-        c = d.code
-        out.append(f"  {c.repo or c.root} @ {c.commit or '(no commit)'} ({c.branch or 'detached'})")
-        state = "dirty" if c.dirty else "clean"
-        if c.dirty:
-            state += (
-                f", diff of {len(c.diff.splitlines())} lines recorded"
-                if c.diff
-                else ", diff too large to record"
-            )
-        if c.untracked:
-            state += f", {len(c.untracked)} untracked files not recorded"
-        out.append(f"  {state}")
-    out.append("environment")
-    if d.env is None:
-        out.append("  (not recorded)")
-    else:
-        e = d.env
-        out.append(f"  python {e.python_version} on {e.hostname}, {len(e.packages)} packages")
-        out.append(f"  modules {' '.join(e.modules) or '-'}")
-        extras = [
-            f"{label} {value}"
-            for label, value in (
-                ("container", e.container_image),
-                ("digest", e.container_digest),
-                ("cuda", e.cuda_version),
-                ("driver", e.driver_version),
-                ("nccl", e.nccl_version),
-                ("torch", e.torch_version),
-            )
-            if value
-        ]
-        if extras:
-            out.append("  " + ", ".join(extras))
+    out.append(f"  created  {_when(r['created'])}  updated {_when(r['updated'])}")
+    if r["rerun_of"]:
+        out.append(f"  rerun of {r['rerun_of']}")
+    out += _render_code(d["provenance"]["code"] or None)
+    out += _render_env(d["provenance"]["env"] or None)
     out.append("datasets")
-    out += [f"  {v.ref}  {v.content_hash[:16]}  {v.file_count} files  {v.location}" for v in d.datasets] or [
-        "  -"
-    ]
+    out += [
+        f"  {v['dataset']}@{v['version']}  {v['content_hash'][:16]}  {v['file_count']} files  {v['location']}"
+        for v in d["datasets"]
+    ] or ["  -"]
     out.append("params")
-    out += [f"  {k} = {_value(v)}" for k, v in d.params.items()] or ["  -"]
+    out += [f"  {k} = {_value(v)}" for k, v in d["params"].items()] or ["  -"]
     out.append("metrics (latest)")
     out += [
-        f"  {m.name} = {m.value:.6g} at step {m.step}  "
-        f"({m.count} points, min {m.minimum:.4g}, max {m.maximum:.4g})"
-        for m in d.metrics
+        f"  {m['name']} = {m['value']:.6g} at step {m['step']}  "
+        f"({m['count']} points, min {m['minimum']:.4g}, max {m['maximum']:.4g})"
+        for m in d["metrics"]
     ] or ["  -"]
-    out.append("attempts")
-    if d.attempts:
-        rows = [
-            [
-                a.job_id,
-                str(a.restart),
-                a.state.value,
-                a.nodes or None,
-                _when(a.start),
-                _when(a.end),
-                a.exit_code,
-                a.reason or "",
-            ]
-            for a in d.attempts
-        ]
-        table = output.table(["JOB", "RESTART", "STATE", "NODES", "START", "END", "EXIT", "REASON"], rows)
-        out += ["  " + line for line in table.splitlines()]
-    else:
-        out.append("  -")
+    out += _render_attempts(d["attempts"])
+    hours = d["gpu_hours"]
     out.append(
-        f"GPU-hours  allocated {d.gpu_hours_allocated:.2f} (Slurm)  used {d.gpu_hours_used:.2f}  "
-        f"idle {d.gpu_hours_idle:.2f} (node agent)"
+        f"GPU-hours  allocated {hours['allocated']:.2f} (Slurm)  used {hours['used']:.2f}  "
+        f"idle {hours['idle']:.2f} (node agent)"
     )
-    if d.artifacts:
+    if d["artifacts"]:
         out.append("artifacts")
         out += [
-            f"  {a.kind.value.lower():<10} {a.path}  {a.size} bytes  {a.sha256[:12]}" for a in d.artifacts
+            f"  {a['kind'].lower():<10} {a['path']}  {a['size']} bytes  {a['sha256'][:12]}"
+            for a in d["artifacts"]
         ]
     out.append("events")
     out += [
-        f"  {_when(e.at)}  {e.kind.value:<13} {e.source or '-':<12} {e.job_id or '-':<10} {e.reason}"
-        for e in d.events
+        f"  {_when(e['at'])}  {e['kind']:<13} {e['source'] or '-':<12} {e['job_id'] or '-':<10} {e['reason']}"
+        for e in d["events"]
     ] or ["  -"]
     return "\n".join(out)
+
+
+def _render_code(c: dict[str, Any] | None) -> list[str]:
+    out = ["code"]
+    if c is None:
+        out.append("  (not recorded)")
+    elif c["vcs"] != "git":
+        out.append(f"  not under git: {c['reason']}")
+    else:
+        out.append(
+            f"  {c['repo'] or c['root']} @ {c['commit'] or '(no commit)'} ({c['branch'] or 'detached'})"
+        )
+        state = "dirty" if c["dirty"] else "clean"
+        if c["dirty"]:
+            state += (
+                f", diff of {len(c['diff'].splitlines())} lines recorded"
+                if c["diff"]
+                else ", diff too large to record"
+            )
+        if c["untracked"]:
+            state += f", {len(c['untracked'])} untracked files not recorded"
+        out.append(f"  {state}")
+    return out
+
+
+def _render_env(e: dict[str, Any] | None) -> list[str]:
+    out = ["environment"]
+    if e is None:
+        out.append("  (not recorded)")
+        return out
+    out.append(f"  python {e['python_version']} on {e['hostname']}, {len(e['packages'])} packages")
+    out.append(f"  modules {' '.join(e['modules']) or '-'}")
+    extras = [
+        f"{label} {e[key]}"
+        for label, key in (
+            ("container", "container_image"),
+            ("digest", "container_digest"),
+            ("cuda", "cuda_version"),
+            ("driver", "driver_version"),
+            ("nccl", "nccl_version"),
+            ("torch", "torch_version"),
+        )
+        if e[key]
+    ]
+    if extras:
+        out.append("  " + ", ".join(extras))
+    return out
+
+
+def _render_attempts(attempts: list[dict[str, Any]]) -> list[str]:
+    if not attempts:
+        return ["attempts", "  -"]
+    rows = [
+        [
+            a["job_id"],
+            str(a["restart"]),
+            a["state"],
+            a["nodes"] or None,
+            _when(a["start"]),
+            _when(a["end"]),
+            a["exit_code"],
+            a["reason"] or "",
+        ]
+        for a in attempts
+    ]
+    table = output.table(["JOB", "RESTART", "STATE", "NODES", "START", "END", "EXIT", "REASON"], rows)
+    return ["attempts", *("  " + line for line in table.splitlines())]
 
 
 @run.command("plot")

@@ -8,11 +8,12 @@ FastAPI's thread pool: the catalog's store is synchronous.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
@@ -20,6 +21,7 @@ from sqlmodel import col, select
 from hpcplat.catalog import datasets as ds
 from hpcplat.catalog import ingest, listing, queries
 from hpcplat.catalog.models import (
+    Attempt,
     AttemptPublic,
     Dataset,
     DatasetVersion,
@@ -285,6 +287,77 @@ def run_events(ref: str, who: Caller, catalog: CatalogDep, policy: PolicyDep) ->
     with catalog.store.read() as s:
         rows = s.exec(select(Event).where(Event.run_id == run_id).order_by(col(Event.at), col(Event.id)))
         return [EventPublic.model_validate(e) for e in rows.all()]
+
+
+@router.get("/runs/{ref}/details", response_class=Response)
+def run_details(
+    ref: str, who: Caller, catalog: CatalogDep, policy: PolicyDep, script: bool = False
+) -> Response:
+    """Everything ``hpcplat run show`` prints: ``RunDetails.to_dict()`` encoded as the CLI encodes
+    it (so ``run show --json`` is the same through the server or not), plus ``"script"`` (the
+    recorded sbatch script) when ``script=true``."""
+    run_id = _run_id(catalog, ref)
+    _check_run_readable(catalog, policy, who, run_id)
+    out = queries.run_details(catalog.store, run_id).to_dict()
+    if script:
+        out["script"] = catalog.sbatch_script(run_id)
+    return Response(json.dumps(out, default=str), media_type="application/json")
+
+
+class JobStatus(BaseModel):
+    """The catalog's (live) view of one Slurm job: its run's newest attempt with that job id."""
+
+    job_id: str
+    run_id: str
+    restart: int
+    state: str
+    exit_code: int | None
+    reason: str
+    run_status: str
+    """The run's status: a preempted attempt is over for good only once the run is not tracked."""
+
+
+@router.get("/jobs")
+def job_states(
+    who: Caller,
+    catalog: CatalogDep,
+    policy: PolicyDep,
+    ids: str = Query(description="comma-separated Slurm job ids (``123``, ``123_4``)"),
+) -> list[JobStatus]:
+    """The recorded state of these jobs, kept live by the server's reconcile loop (``hpcplat wait``
+    polls this, not Slurm). Jobs the catalog does not know, or whose runs the caller may not
+    read, are left out."""
+    wanted = sorted({j.strip() for j in ids.split(",") if j.strip()})
+    if not wanted or len(wanted) > MAX_LIMIT:
+        raise HTTPException(400, f"give 1 to {MAX_LIMIT} job ids, comma-separated")
+    with catalog.store.read() as s:
+        rows = s.exec(
+            select(Attempt, Run.owner, Run.status)
+            .join(Run, col(Run.id) == col(Attempt.run_id))
+            .where(col(Attempt.job_id).in_(wanted))
+        ).all()
+        latest: dict[str, tuple[Attempt, str, str]] = {}
+        for attempt, owner, run_status in rows:
+            seen = latest.get(attempt.job_id)
+            if seen is None or attempt.restart > seen[0].restart:
+                latest[attempt.job_id] = (attempt, owner, str(run_status))
+        groups = {
+            run_id: [v.allowed_groups for v in queries.datasets_of(s, run_id)]
+            for run_id in {a.run_id for a, _, _ in latest.values()}
+        }
+    return [
+        JobStatus(
+            job_id=job_id,
+            run_id=a.run_id,
+            restart=a.restart,
+            state=a.state.value,
+            exit_code=a.exit_code,
+            reason=a.reason,
+            run_status=run_status,
+        )
+        for job_id, (a, owner, run_status) in sorted(latest.items())
+        if policy.can_read_run(who, owner=owner, dataset_groups=groups[a.run_id])
+    ]
 
 
 @router.post("/runs/{ref}/metrics")

@@ -32,9 +32,11 @@ REQUEST_TIMEOUT_S = 30.0
 class ServerError(Exception):
     """The server refused or failed a request (``status``: the HTTP status; 0: unreachable)."""
 
-    def __init__(self, message: str, *, status: int = 0) -> None:
+    def __init__(self, message: str, *, status: int = 0, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail or message
+        """The server's own words (its ``detail``), without the status."""
 
 
 def request_payload(method: str, target: str, body: bytes) -> str:
@@ -161,7 +163,9 @@ class Client:
             answer = raw.decode(errors="replace")
         if response.status >= 400:
             detail = answer.get("detail") if isinstance(answer, dict) else answer
-            raise ServerError(f"server answered {response.status}: {detail}", status=response.status)
+            raise ServerError(
+                f"server answered {response.status}: {detail}", status=response.status, detail=str(detail)
+            )
         return answer
 
     def get(self, target: str) -> Any:

@@ -51,6 +51,14 @@ SCENARIOS: dict[str, Scenario] = {
         "every metric point in the catalog exactly once with its value (spool + `reconcile` ingest, "
         "ingest repeated), runs COMPLETED",
     ),
+    "server-restart": Scenario(
+        "hpcplat server killed while jobs run and log metrics",
+        "SIGKILL to a private `hpcplat server` (its live reconcile loop) while two jobs log through "
+        "`hpcplat.track`; the jobs end during the outage; the server started again",
+        "without any `reconcile` command, the restarted server shows both runs COMPLETED; every metric "
+        "point exactly once with its value; one attempt per job with sacct's Start and End; each state "
+        "change recorded once",
+    ),
     "submit-killed": Scenario(
         "`hpcplat submit` killed between validation and the catalog write",
         "SIGKILL of the submitting process from wrappers of `scontrol`, `git`, `sbatch` put first on "
