@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,8 +26,11 @@ from hpcplat.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-Point = tuple[int, int, str, float, float]
-"""(attempt, step, name, value, time)"""
+Point = tuple[int, int, str, float | None, float]
+"""(attempt, step, name, value, time); a value of ``None`` is NaN"""
+
+_STEP_MIN, _STEP_MAX = -(2**63), 2**63 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 _POINTS = sa.text(
     "INSERT INTO metric_point (run_id, name, step, attempt, value, time) "
@@ -63,12 +67,18 @@ _PG_MERGE = (
 
 def insert_points(conn: Connection, run_id: str, points: Sequence[Point]) -> int:
     """Insert points (existing (run, name, step) are left alone) in the caller's transaction;
-    returns the number given.
+    returns the number of valid points given.
+
+    A point the database cannot hold (a step or attempt outside its integer column, a name longer
+    than 200 characters, a value that is not a float) is skipped with a warning naming it; the
+    others of the batch are written. NaN is stored as NULL (SQLite cannot store NaN), infinities
+    as themselves.
 
     SQLite: the driver's own ``executemany`` with tuples. PostgreSQL: ``COPY`` into a temporary
     staging table, then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (psycopg's
     executemany sends one statement per row).
     """
+    points = valid_points(run_id, points)
     if not points:
         return 0
     dbapi: Any = conn.dialect.loaded_dbapi
@@ -79,6 +89,25 @@ def insert_points(conn: Connection, run_id: str, points: Sequence[Point]) -> int
             "INSERT INTO metric_point", None, exc, dbapi.Error, dialect=conn.dialect
         ) from exc
     return len(points)
+
+
+def valid_points(run_id: str, points: Sequence[Any]) -> list[Point]:
+    """The points the catalog can hold, as ``Point`` with NaN as ``None``; the others are logged."""
+    kept: list[Point] = []
+    for point in points:
+        try:
+            attempt, step, name, value, at = point
+            if type(step) is not int or not _STEP_MIN <= step <= _STEP_MAX:
+                raise ValueError(f"step {step!r} is not a 64-bit integer")
+            if type(attempt) is not int or not _INT32_MIN <= attempt <= _INT32_MAX:
+                raise ValueError(f"attempt {attempt!r} is not a 32-bit integer")
+            if not isinstance(name, str) or not 0 < len(name) <= 200:
+                raise ValueError(f"name {name!r} is not a string of 1 to 200 characters")
+            number = float(value)
+            kept.append((attempt, step, name, None if math.isnan(number) else number, float(at)))
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.warning("run %s: skipping metric point %.200r: %s", run_id, point, exc)
+    return kept
 
 
 def _insert_points(conn: Connection, run_id: str, points: Sequence[Point]) -> None:
@@ -145,8 +174,10 @@ def ingest_spool(engine: Engine, path: str | Path) -> int:
 
     Only complete lines past the offset already ingested are read (the job may still be
     appending); the new offset is saved next to the file after the transaction commits. Ingesting
-    the same file again writes nothing twice. A record of a run this catalog does not have is a
-    :class:`CatalogError` (nothing of the file is written).
+    the same file again writes nothing twice. A damaged record or point (a step out of range, a
+    value that is not a number) is skipped with a warning and the rest is ingested: the file is
+    never blocked. A record of a run this catalog does not have is a :class:`CatalogError`
+    (nothing of the file is written).
     """
     try:
         return _ingest_spool(engine, Path(path))
@@ -165,20 +196,29 @@ def _ingest_spool(engine: Engine, path: Path) -> int:
     points = 0
     with engine.begin() as conn:
         for record in records:
-            kind = record.get("t")
-            run_id = str(record.get("r", ""))
-            if kind == "m":
-                attempt = int(record.get("a", 0))
-                batch = [(attempt, int(s), str(n), float(v), float(t)) for s, n, v, t in record["pts"]]
-                points += insert_points(conn, run_id, batch)
-            elif kind == "p":
-                upsert_params(conn, run_id, record["params"])
-            elif kind == "a":
-                insert_artifacts(conn, run_id, record["artifacts"])
-            else:
-                log.warning("%s: skipping a spool record of unknown type %r", path, kind)
+            try:
+                points += _ingest_record(conn, path, record)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("%s: skipping a damaged spool record (%s): %.200r", path, exc, record)
     spool.write_offset(path, new_offset)
     return points
+
+
+def _ingest_record(conn: Connection, path: Path, record: dict[str, Any]) -> int:
+    kind = record.get("t")
+    run_id = str(record.get("r", ""))
+    if kind == "m":
+        attempt = record.get("a", 0)
+        pts = record["pts"]
+        batch = [(attempt, *p) if isinstance(p, list) and len(p) == 4 else p for p in pts]
+        return insert_points(conn, run_id, batch)
+    if kind == "p":
+        upsert_params(conn, run_id, record["params"])
+    elif kind == "a":
+        insert_artifacts(conn, run_id, record["artifacts"])
+    else:
+        log.warning("%s: skipping a spool record of unknown type %r", path, kind)
+    return 0
 
 
 def spool_files(job_dir: str | os.PathLike[str]) -> list[Path]:

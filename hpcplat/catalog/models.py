@@ -215,7 +215,9 @@ class MetricPoint(SQLModel, table=True):
     step: int = Field(primary_key=True, sa_type=sa.BigInteger)
     attempt: int = 0
     """Slurm restart count of the attempt that logged it."""
-    value: float = Field(sa_type=sa.Double)
+    value: float | None = Field(default=None, sa_type=sa.Double, nullable=True)
+    """NULL is NaN (SQLite cannot store NaN; PostgreSQL could, but one rule for both); infinities
+    are stored as such on both."""
     time: float = Field(sa_type=sa.Double)
     """Epoch seconds."""
 

@@ -132,7 +132,7 @@ def params_of(s: Session, run_id: str) -> dict[str, Any]:
 def latest_metrics(s: Session, run_id: str) -> list[MetricSummary]:
     rows = s.execute(_LATEST, {"run_id": run_id}).all()
     return [
-        MetricSummary(str(r[0]), int(r[1]), float(r[2]), int(r[3]), float(r[4]), float(r[5])) for r in rows
+        MetricSummary(str(r[0]), int(r[1]), _value(r[2]), int(r[3]), _value(r[4]), _value(r[5])) for r in rows
     ]
 
 
@@ -143,7 +143,12 @@ def metric_series(store: Store, run_id: str, name: str) -> list[tuple[int, float
 
 
 def _metric_series(s: Session, run_id: str, name: str) -> list[tuple[int, float]]:
-    return [(int(r[0]), float(r[1])) for r in s.execute(_SERIES, {"run_id": run_id, "name": name}).all()]
+    return [(int(r[0]), _value(r[1])) for r in s.execute(_SERIES, {"run_id": run_id, "name": name}).all()]
+
+
+def _value(value: Any) -> float:
+    """A stored metric value: NULL is NaN (see ``MetricPoint.value``)."""
+    return float("nan") if value is None else float(value)
 
 
 def datasets_of(s: Session, run_id: str) -> list[DatasetVersionPublic]:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-REVISIONS: tuple[str, ...] = ("0001",)
+REVISIONS: tuple[str, ...] = ("0001", "0002")
 """Every migration in order; the last is the revision this hpcplat expects."""
 HEAD = REVISIONS[-1]

@@ -2,7 +2,8 @@
 reached from a compute node, ingested later by ``hpcplat reconcile`` (pure stdlib).
 
 Each line is one flushed batch: ``{"t": "m", "r": run, "a": attempt, "pts": [[step, name, value,
-time], ...]}`` for metrics, ``{"t": "p", ...}`` for params, ``{"t": "a", ...}`` for artifacts.
+time], ...]}`` for metrics (a value may be ``NaN``, ``Infinity`` or ``-Infinity``, as Python's
+``json`` writes them), ``{"t": "p", ...}`` for params, ``{"t": "a", ...}`` for artifacts.
 A line is written with one ``write`` and ``fsync``'d; a torn last line (the job died mid-write)
 is not ingested, and the ingested byte offset is kept in ``<file>.offset``. Files are created
 mode 0600 and directories 0700 (:mod:`hpcplat.private`): metrics are their owner's business.
@@ -37,7 +38,8 @@ def append(path: Path, records: list[dict[str, Any]]) -> None:
     if not records:
         return
     make_private_dir(path.parent)
-    data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records).encode()
+    # NaN and infinities are metric values like any other: Python's json writes and reads them back
+    data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         view = memoryview(data)

@@ -53,6 +53,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("hpcplat.cli.server", "server", "The hpcplat server: the catalog as a service (API v1)."),
     "whoami": ("hpcplat.cli.server", "whoami", "Ask the hpcplat server who you are (munge)."),
     "board": ("hpcplat.cli.board", "board", "Print a one-time login link to the web board."),
+    "doctor": (
+        "hpcplat.cli.doctor",
+        "doctor",
+        "Check the cluster for what hpcplat needs: ok / degraded / missing, with fixes.",
+    ),
 }
 
 

@@ -13,14 +13,22 @@ The run comes from the environment every hpcplat job exports (``HPCPLAT_RUN_ID``
 - ``log_metric`` only validates and appends to an in-memory queue (about a microsecond); a
   background thread writes batches every ``flush_every`` points or ``flush_interval_s`` seconds with
   one ``INSERT ... ON CONFLICT DO NOTHING`` executemany; :func:`flush` does it now. Everything left is
-  flushed at exit and on the checkpoint signal (via ``hpcplat.checkpoint.on_signal``).
+  flushed at exit, on the checkpoint signal (via ``hpcplat.checkpoint.on_signal``) and, with or
+  without the checkpoint helper, on ``SIGTERM`` and ``SIGUSR1`` (scancel, time limit, preemption):
+  the handler flushes, then does what was there before (an earlier handler, ignoring, or the
+  default: the process still ends by the signal).
 - Only rank 0 (``RANK``, else ``SLURM_PROCID``: :mod:`hpcplat.job.environment`) records, unless
   ``init(all_ranks=True)``.
-- NaN, infinities and non-numbers are refused at once with a ``ValueError`` naming the metric: a NaN
-  loss is a bug to see at the line that logged it, not a hole found later in a plot.
+- NaN and infinities are recorded as such (a diverging run is visible, not a crash); the first
+  non-finite value of a metric is a warning in the job's log. Non-numbers, values that are not a
+  single float, and steps outside 64-bit integers are refused at once with a ``ValueError`` naming
+  the metric; nothing of a refused call is queued.
 - When the database cannot be reached, batches go to a spool file in ``$HPCPLAT_JOB_DIR/spool/``
   (fsync'd) that ``hpcplat reconcile`` ingests. The first value logged for a (metric, step) wins,
-  so a requeued job that logs the same steps again adds nothing twice.
+  so a requeued job that logs the same steps again adds nothing twice. When the spool cannot be
+  written either (a full disk), the batch stays in memory and is tried again every
+  ``SPOOL_RETRY_S`` seconds and at exit; past ``MAX_PENDING_POINTS`` the oldest points are dropped
+  with an error saying how many.
 - Without ``HPCPLAT_RUN_ID`` and without :func:`init`, tracking is off (one warning) and calls still
   validate their values.
 
@@ -35,6 +43,7 @@ import importlib
 import logging
 import operator
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -50,6 +59,13 @@ DEFAULT_FLUSH_INTERVAL_S = 5.0
 DB_RETRY_S = 60.0
 """After a failed write, batches go straight to the spool for this long before the next try."""
 CONNECT_TIMEOUT_S = 5.0
+SPOOL_RETRY_S = 10.0
+"""After neither the database nor the spool took a batch, wait this long before the next try."""
+MAX_PENDING_POINTS = 1_000_000
+"""Points kept in memory while nothing can be written; the oldest beyond it are dropped."""
+STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
+"""Steps are 64-bit integers in the catalog."""
+FLUSH_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def _bad_value(name: str, value: Any) -> float:
@@ -60,14 +76,13 @@ def _bad_value(name: str, value: Any) -> float:
             f"(int, float, numpy or 0-d torch scalars)"
         )
     try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"metric {name!r}: {type(value).__name__} cannot be a single number: {exc}"
-        ) from None
-    if number - number != 0.0:
-        raise ValueError(f"metric {name!r}: {number} is not finite; NaN and infinities are refused")
-    return number
+        return float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"metric {name!r}: {type(value).__name__} cannot be a single float: {exc}") from None
+
+
+def _bad_step(step: int) -> None:
+    raise ValueError(f"step {step} is out of range: steps are 64-bit integers ({STEP_MIN} to {STEP_MAX})")
 
 
 class Tracker:
@@ -101,23 +116,28 @@ class Tracker:
         self._engine: Any = None
         self._db_down_until = 0.0
         self._spool_file: Path | None = None
+        self._retry_at = 0.0
+        self._warned_non_finite: set[str] = set()
         self.points_written = 0
         self.points_spooled = 0
+        self.points_dropped = 0
 
     # -- logging (hot path) ----------------------------------------------------------------------
 
     def log_metric(self, step: int, values: dict[str, Any]) -> None:
         if type(step) is not int:
             step = operator.index(step)
+        if not STEP_MIN <= step <= STEP_MAX:
+            _bad_step(step)
         if not self.enabled:
             for name, value in values.items():
-                if type(value) is not float or value - value != 0.0:
+                if type(value) is not float:
                     _bad_value(name, value)
             return
         points = self._points
         if len(values) == 1:  # the common case, without building a list
             ((name, value),) = values.items()
-            if type(value) is not float or value - value != 0.0:
+            if type(value) is not float:
                 value = _bad_value(name, value)
             points.append((step, name, value, time.time()))
         else:
@@ -128,7 +148,7 @@ class Tracker:
                     (
                         step,
                         name,
-                        value if type(value) is float and value - value == 0.0 else _bad_value(name, value),
+                        value if type(value) is float else _bad_value(name, value),
                         now,
                     )
                     for name, value in values.items()
@@ -187,15 +207,21 @@ class Tracker:
             if self._closed:
                 break
             try:
-                self.flush()
+                self._flush(force=False)
             except Exception:
                 log.exception("hpcplat.track: flush failed; will retry")
 
     def flush(self) -> None:
-        """Write everything queued now (to the database, else to the spool)."""
+        """Write everything queued now (to the database, else to the spool; when neither takes it,
+        it stays queued for the next flush)."""
+        self._flush(force=True)
+
+    def _flush(self, *, force: bool) -> None:
         if not self.enabled or self.run_id is None:
             return
         with self._lock:
+            if not force and time.monotonic() < self._retry_at:
+                return  # neither the database nor the spool took the last batch: wait a while
             count = len(self._points)
             popleft = self._points.popleft
             points = [popleft() for _ in range(count)]
@@ -203,18 +229,80 @@ class Tracker:
             artifacts, self._artifacts = self._artifacts, []
             if not (points or params or artifacts):
                 return
-            rows = [(self.attempt, s, n, v, t) for s, n, v, t in points]
-            if time.monotonic() >= self._db_down_until:
-                error = self._write_db(rows, params, artifacts)
-                if error is None:
-                    self.points_written += len(rows)
-                    return
-                self._db_down_until = time.monotonic() + DB_RETRY_S
+            self._warn_non_finite(points)
+            try:
+                self._write(points, params, artifacts)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the batch is kept and retried
+                self._keep(points, params, artifacts, exc)
+            else:
+                self._retry_at = 0.0
+
+    def _write(
+        self,
+        points: list[tuple[int, str, float, float]],
+        params: dict[str, Any],
+        artifacts: list[dict[str, Any]],
+    ) -> None:
+        rows = [(self.attempt, s, n, v, t) for s, n, v, t in points]
+        if time.monotonic() >= self._db_down_until:
+            error = self._write_db(rows, params, artifacts)
+            if error is None:
+                self.points_written += len(rows)
+                return
+            self._db_down_until = time.monotonic() + DB_RETRY_S
+            log.warning(
+                "hpcplat.track: could not write to the catalog (%s); spooling to %s", error, self._spool()
+            )
+        self._write_spool(points, params, artifacts)
+        self.points_spooled += len(rows)
+
+    def _keep(
+        self,
+        points: list[tuple[int, str, float, float]],
+        params: dict[str, Any],
+        artifacts: list[dict[str, Any]],
+        exc: Exception,
+    ) -> None:
+        """Put a batch nobody took back in front of the queue, bounded by ``MAX_PENDING_POINTS``."""
+        self._points.extendleft(reversed(points))
+        self._params = {**params, **self._params}
+        self._artifacts = artifacts + self._artifacts
+        self._retry_at = time.monotonic() + SPOOL_RETRY_S
+        excess = len(self._points) - MAX_PENDING_POINTS
+        if excess > 0:
+            for _ in range(excess):
+                self._points.popleft()
+            self.points_dropped += excess
+            log.error(
+                "hpcplat.track: could not write the spool %s either (%s); gave up on the %d oldest "
+                "points (%d dropped in all), keeping the newest %d in memory",
+                self._spool_file,
+                exc,
+                excess,
+                self.points_dropped,
+                MAX_PENDING_POINTS,
+            )
+        else:
+            log.warning(
+                "hpcplat.track: could not write the spool %s either (%s); keeping %d points in "
+                "memory, next try in %.0f s and at exit",
+                self._spool_file,
+                exc,
+                len(self._points),
+                SPOOL_RETRY_S,
+            )
+
+    def _warn_non_finite(self, points: list[tuple[int, str, float, float]]) -> None:
+        warned = self._warned_non_finite
+        for step, name, value, _ in points:
+            if value - value != 0.0 and name not in warned:
+                warned.add(name)
                 log.warning(
-                    "hpcplat.track: could not write to the catalog (%s); spooling to %s", error, self._spool()
+                    "hpcplat.track: metric %r is %s at step %d (its first non-finite value; recorded)",
+                    name,
+                    value,
+                    step,
                 )
-            self._write_spool(points, params, artifacts)
-            self.points_spooled += len(rows)
 
     def _write_db(
         self, rows: list[Any], params: dict[str, Any], artifacts: list[dict[str, Any]]
@@ -234,8 +322,8 @@ class Tracker:
                 ingest.insert_points(conn, self.run_id, rows)
                 ingest.upsert_params(conn, self.run_id, params)
                 ingest.insert_artifacts(conn, self.run_id, artifacts)
-        except (HpcplatError, sa.exc.SQLAlchemyError, OSError) as exc:
-            return str(exc).splitlines()[0]
+        except (HpcplatError, sa.exc.SQLAlchemyError, OSError, ValueError, OverflowError) as exc:
+            return (str(exc).splitlines() or [type(exc).__name__])[0]
         return None
 
     def _spool(self) -> Path:
@@ -278,6 +366,14 @@ class Tracker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
         self.flush()
+        if self._points:
+            log.error(
+                "hpcplat.track: %d points of run %s could not be written to the catalog nor to the "
+                "spool %s and are lost",
+                len(self._points),
+                self.run_id,
+                self._spool_file,
+            )
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -340,6 +436,7 @@ def _register_hooks() -> None:
         return
     _hooks_registered = True
     atexit.register(_at_exit)
+    _install_signal_handlers()
     try:
         checkpoint = importlib.import_module("hpcplat.job.checkpoint")
     except ImportError:
@@ -350,6 +447,40 @@ def _register_hooks() -> None:
     on_save = getattr(checkpoint, "on_save", None)
     if callable(on_save):
         on_save(_on_checkpoint_signal)  # flush before a checkpoint counts as complete
+
+
+_previous_handlers: dict[int, Any] = {}
+
+
+def _install_signal_handlers() -> None:
+    """Flush on ``FLUSH_SIGNALS``, chained to the handler that was there (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        log.warning(
+            "hpcplat.track: initialised outside the main thread; points still queued when SIGTERM "
+            "ends the process are lost (call hpcplat.track.init() from the main thread)"
+        )
+        return
+    for signum in FLUSH_SIGNALS:
+        try:
+            _previous_handlers[signum] = signal.signal(signum, _on_terminating_signal)
+        except (OSError, ValueError):  # pragma: no cover - an embedded interpreter without signals
+            continue
+
+
+def _on_terminating_signal(signum: int, frame: Any) -> None:
+    """Flush, then do what the signal did before: the earlier handler, nothing, or the default."""
+    tracker = _tracker
+    if tracker is not None:
+        try:
+            tracker.flush()
+        except Exception:
+            log.exception("hpcplat.track: flush on signal %d failed", signum)
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:  # the default action (or a handler not set from Python)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _at_exit() -> None:
@@ -368,7 +499,8 @@ def _current() -> Tracker:
 
 
 def log_metric(step: int, **values: Any) -> None:
-    """Record ``values`` (name=number) at ``step``; raises ``ValueError`` for NaN/inf/non-numbers."""
+    """Record ``values`` (name=number, NaN and infinities included) at ``step``; raises
+    ``ValueError`` for non-numbers and steps outside 64-bit integers."""
     (_tracker or _current()).log_metric(step, values)
 
 

@@ -248,8 +248,23 @@ class Sandbox:
                 "(`hpcplat sandbox up --port-base N`)",
             )
 
+    def _upgrade_catalog(self) -> None:
+        """The sandbox is the admin of its own catalog: one made by an older hpcplat is brought to
+        this hpcplat's schema (``hpcplat db upgrade``) before the server opens it."""
+        if not self.layout.catalog_db.exists():
+            return  # a new catalog gets the schema on first use
+        from hpcplat.catalog import schema
+
+        engine = schema.open_engine(f"sqlite:///{self.layout.catalog_db}", check=False)
+        try:
+            before, after = schema.upgrade(engine)
+        finally:
+            engine.dispose()
+        if before != after:
+            log.info("sandbox catalog upgraded from schema revision %s to %s", before, after)
+
     def _prepare(self) -> None:
-        """Directories, munge key, configuration files, GPU devices, /etc/hosts."""
+        """Directories, munge key, configuration files, GPU devices, /etc/hosts, the catalog's schema."""
         lay, cfg = self.layout, self.config
         for directory in lay.directories(cfg.node_names):
             directory.mkdir(parents=True, exist_ok=True)
@@ -267,6 +282,7 @@ class Sandbox:
         render.write_atomic(lay.config_json, json.dumps(cfg.to_dict(), indent=2) + "\n", 0o644)
         gpus.make_devices([lay.gpu_device(n, g) for n in cfg.node_names for g in range(cfg.gpus_per_node)])
         self._update_hosts()
+        self._upgrade_catalog()
 
     def _render(self) -> list[render.RenderedFile]:
         lay = self.layout

@@ -53,8 +53,7 @@ def _points(catalog: Catalog) -> int:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (float("nan"), "metric 'loss': nan is not finite"),
-        (float("inf"), "metric 'loss': inf is not finite"),
+        (10**400, "metric 'loss': int cannot be a single float"),
         ("0.5", r"metric 'loss': '0.5' is not a number \(str\)"),
         (True, r"metric 'loss': True is not a number \(bool\)"),
         (None, "metric 'loss': None is not a number"),
@@ -145,8 +144,8 @@ def test_only_rank_zero_records_unless_asked(catalog: Catalog, monkeypatch: pyte
     track.log_metric(step=0, loss=1.0)
     track.flush()
     assert not tracker.enabled and _points(catalog) == 0
-    with pytest.raises(ValueError, match="not finite"):  # values are still checked
-        track.log_metric(step=0, loss=float("nan"))
+    with pytest.raises(ValueError, match="not a number"):  # values are still checked
+        track.log_metric(step=0, loss="nan")
     track.init(run_id=run_id, url=catalog.url, all_ranks=True)
     track.log_metric(step=0, loss=1.0)
     track.flush()
@@ -302,3 +301,124 @@ def test_points_logged_before_a_checkpoint_survive_a_kill_right_after_it(
     )
     assert proc.returncode == -9, proc.stderr
     assert _points(catalog) == 3
+
+
+def test_nan_and_infinities_are_recorded(catalog: Catalog, tmp_path: Path) -> None:
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url)
+    track.log_metric(step=0, loss=1.0)
+    track.log_metric(step=1, loss=float("inf"), acc=float("-inf"))
+    track.log_metric(step=2, loss=float("nan"))
+    track.flush()
+    loss = catalog.metric_series(run_id, "loss")
+    assert loss[:2] == [(0, 1.0), (1, float("inf"))] and loss[2][0] == 2 and loss[2][1] != loss[2][1]
+    assert catalog.metric_series(run_id, "acc") == [(1, float("-inf"))]
+    # and through the spool
+    spooled = tmp_path / "s.jsonl"
+    spool.append(spooled, [{"t": "m", "r": run_id, "a": 0, "pts": [[3, "loss", float("nan"), 1.0]]}])
+    assert catalog.ingest_spool(spooled) == 1
+    assert len(catalog.metric_series(run_id, "loss")) == 4
+
+
+def test_the_board_series_shows_non_finite_points_as_gaps(catalog: Catalog) -> None:
+    import json
+
+    from hpcplat.server.board.data import series
+
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url)
+    for step, value in enumerate([1.0, float("nan"), 0.5, float("inf"), 0.25]):
+        track.log_metric(step=step, loss=value)
+    track.flush()
+    data = series(catalog.store, run_id, "loss")
+    assert data["steps"] == [0, 1, 2, 3, 4] and data["values"] == [1.0, None, 0.5, None, 0.25]
+    assert data["nonfinite"] == [{"step": 1, "value": "NaN"}, {"step": 3, "value": "Infinity"}]
+    json.dumps(data, allow_nan=False)  # what the server sends is valid JSON
+
+
+def test_out_of_range_step_is_refused_at_the_call(catalog: Catalog) -> None:
+    run_id = _run(catalog)
+    track.init(run_id=run_id, url=catalog.url)
+    track.log_metric(step=1, loss=0.5)
+    with pytest.raises(ValueError, match="step 1180591620717411303424 is out of range"):
+        track.log_metric(step=2**70, loss=1.0)
+    track.flush()
+    assert catalog.metric_series(run_id, "loss") == [(1, 0.5)]
+
+
+def test_a_bad_spooled_point_is_skipped_and_never_blocks_the_file(
+    catalog: Catalog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = _run(catalog)
+    spooled = tmp_path / "s.jsonl"
+    pts = [[1, "loss", 1.0, 1.0], [2**70, "loss", 2.0, 1.0], [3, "loss", "x", 1.0], [4, "loss", 4.0, 1.0]]
+    spool.append(spooled, [{"t": "m", "r": run_id, "a": 0, "pts": pts}, {"t": "m", "r": run_id}])
+    assert catalog.ingest_spool(spooled) == 2
+    assert catalog.metric_series(run_id, "loss") == [(1, 1.0), (4, 4.0)]
+    assert "step 1180591620717411303424 is not a 64-bit integer" in caplog.text
+    spool.append(spooled, [{"t": "m", "r": run_id, "a": 0, "pts": [[5, "loss", 5.0, 1.0]]}])
+    assert catalog.ingest_spool(spooled) == 1  # the file goes on
+
+
+def test_a_failed_spool_write_keeps_the_batch_and_retries(
+    catalog: Catalog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.write_text("")  # the spool directory cannot be created: like a full disk
+    tracker = track.init(run_id="0" * 36, url=catalog.url, job_dir=str(job_dir))
+    track.log_metric(step=0, loss=1.0)
+    track.flush()
+    assert tracker.points_spooled == 0 and len(tracker._points) == 1
+    assert "keeping 1 points in memory" in caplog.text
+    job_dir.unlink()
+    job_dir.mkdir()
+    track.log_metric(step=1, loss=2.0)
+    track.flush()
+    assert tracker.points_spooled == 2 and len(tracker._points) == 0
+    (spooled,) = (job_dir / "spool").glob("*.jsonl")
+    assert [p[0] for p in spool.read_records(spooled)[0][0]["pts"]] == [0, 1]
+
+
+def test_pending_points_are_bounded(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(track, "MAX_PENDING_POINTS", 3)
+    job_dir = tmp_path / "job"
+    job_dir.write_text("")
+    tracker = track.init(run_id="0" * 36, url=catalog.url, job_dir=str(job_dir))
+    for step in range(5):
+        track.log_metric(step=step, loss=1.0)
+    track.flush()
+    assert [p[0] for p in tracker._points] == [2, 3, 4] and tracker.points_dropped == 2
+    assert "gave up on the 2 oldest points" in caplog.text
+
+
+@pytest.mark.parametrize("before", ["default", "ignore", "handler"])
+def test_flushed_on_sigterm_without_the_checkpoint_helper(tmp_path: Path, before: str) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with Catalog.open(url) as catalog:
+        run_id = _run(catalog)
+    env = {**os.environ, "HPCPLAT_RUN_ID": run_id, "HPCPLAT_CATALOG_URL": url}
+    setup = {
+        "default": "",
+        "ignore": "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+        "handler": "signal.signal(signal.SIGTERM, lambda *a: os._exit(7))",
+    }[before]
+    code = _script(
+        f"""
+        import os, signal
+        {setup}
+        from hpcplat import track
+        track.init(flush_interval_s=3600, flush_every=10**6)
+        for step in range(10):
+            track.log_metric(step=step, loss=1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os._exit(0)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == {"default": -15, "ignore": 0, "handler": 7}[before], proc.stderr
+    with Catalog.open(url) as catalog:
+        assert len(catalog.metric_series(run_id, "loss")) == 10

@@ -4,6 +4,7 @@ series downsampled on the server; the cluster from Slurm; a job's log tail."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import pwd
 import stat
@@ -132,14 +133,28 @@ def series(store: Store, run_id: str, metric: str, max_points: int = MAX_POINTS)
         "SELECT step, value FROM metric_point WHERE run_id = :run_id AND name = :name ORDER BY step"
     )
     with store.read_conn() as conn:
-        rows = [(float(s), float(v)) for s, v in conn.execute(query, {"run_id": run_id, "name": metric})]
-    kept = lttb(rows, max_points)
+        rows = [(float(s), v) for s, v in conn.execute(query, {"run_id": run_id, "name": metric})]
+    # NaN is stored as NULL (SQLite has no NaN), infinities as themselves. Only finite points are
+    # downsampled; the others stay as gaps (null) in the chart and are listed by name, as a
+    # diverging run should be visible, not hidden or an error (JSON has no NaN or infinity).
+    finite = [(st, float(v)) for st, v in rows if v is not None and math.isfinite(v)]
+    odd = [(st, _nonfinite_name(v)) for st, v in rows if v is None or not math.isfinite(v)]
+    kept: list[tuple[float, float | None]] = [*lttb(finite, max_points)]
+    kept += [(st, None) for st, _ in odd]
+    kept.sort(key=lambda point: point[0])
     return {
         "metric": metric,
         "total": len(rows),
-        "steps": [int(s) for s, _ in kept],
+        "steps": [int(st) for st, _ in kept],
         "values": [v for _, v in kept],
+        "nonfinite": [{"step": int(st), "value": name} for st, name in odd],
     }
+
+
+def _nonfinite_name(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 # -- cluster ------------------------------------------------------------------------------------
