@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ class Daemon:
     def classify(self, info: ProcessInfo | None) -> Ownership:
         if info is None:
             return Ownership.NONE
-        if info.program != self.program:
+        if not _same_program(info.program, self.program):
             return Ownership.RECYCLED
         mine = info.argv[1:] == self.argv[1:] and (
             self.marker in info.command_line or any(self.marker in v for v in info.environ.values())
@@ -71,6 +72,16 @@ class Daemon:
         """The pid of our running daemon, or None."""
         owned, pid = self.ownership()
         return pid if owned is Ownership.OURS else None
+
+
+_PYTHON = re.compile(r"python[0-9.]*\Z")
+
+
+def _same_program(seen: str, expected: str) -> bool:
+    """The same program; any Python interpreter counts as the same one (the server runs as
+    ``python3 -m hpcplat server``, started by whichever of ``python``, ``python3`` or
+    ``python3.11`` brought the sandbox up; its arguments and marker still have to match)."""
+    return seen == expected or bool(_PYTHON.match(seen) and _PYTHON.match(expected))
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -442,6 +442,7 @@ def test_a_process_exporting_another_jobs_id_is_attributed_to_its_real_job(
     program.write_text(
         "import os, time\n"
         f"gpu = open({devices!r}[int(os.environ['SLURM_JOB_GPUS'].split(',')[0])])\n"
+        f"open({str(cluster.tmp / 'liar-ready')!r}, 'w').close()\n"
         "time.sleep(300)\n"
     )
     # The job's only process says it is job `other`'s and holds the job's own GPU open.
@@ -449,6 +450,8 @@ def test_a_process_exporting_another_jobs_id_is_attributed_to_its_real_job(
         "liar", f"export SLURM_JOB_ID={other}\nexec {sys.executable} {program}", f"--nodelist={node}"
     )
     assert cluster.node_of(liar) == node
+    # Its interpreter's start-up is CPU use: the idle check below starts once it sleeps.
+    wait_for("the liar to start", (cluster.tmp / "liar-ready").exists, timeout=60)
     config = load_config(
         cluster, "interval_s = 1\nslurm_poll_s = 1\n[node_agent.orphans]\nscan_interval_s = 1\n"
     )
@@ -471,6 +474,8 @@ def test_a_process_exporting_another_jobs_id_is_attributed_to_its_real_job(
         assert (
             f"claims job {other}" in claims[0].reason and f"Slurm counts it in job {liar}" in claims[0].reason
         )
+        agent.cycle()  # a fresh window: the start-up CPU may still be in the previous one
+        time.sleep(1.0)
         liar_gpu = next(a for a in agent.cycle().attributions if a.job_id == liar)
         assert liar_gpu.sample is not None and liar_gpu.sample.utilization_pct == 0.0  # it sleeps
     finally:

@@ -68,6 +68,9 @@ def test_ownership_tells_ours_from_stale_foreign_and_recycled(
     other = daemon_for(tmp_path, (*argv[:-1], "/elsewhere"), "/elsewhere")
     other.pid_file.write_text(f"{proc.pid}\n")
     assert other.ownership() == (Ownership.FOREIGN, proc.pid)
+    # Started by another name of the same interpreter (python3 vs python3.11): still ours.
+    renamed = Daemon("sleeper", "python", argv, tmp_path / "sleeper.pid", tmp_path / "r.log", str(tmp_path))
+    assert Path(argv[0]).name != "python" and renamed.ownership() == (Ownership.OURS, proc.pid)
     # A pid now used by another program: recycled.
     recycled = Daemon("x", "munged", ("munged",), tmp_path / "x.pid", tmp_path / "x.log", str(tmp_path))
     recycled.pid_file.write_text(f"{proc.pid}\n")
