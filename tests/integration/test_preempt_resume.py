@@ -303,34 +303,37 @@ def test_time_limit_warning_requeues_up_to_the_cap(
 
 PLAIN_PROGRAMS = {
     # The README's example: a program that knows nothing of checkpoints and dies of the SIGTERM.
-    "dies-of-the-signal": "sleep 40; echo finished",
+    "dies-of-the-signal": "sleep 15; echo finished",
     # A program that handles SIGTERM its own way and exits 0 within the grace time.
-    "exits-0-on-the-signal": "trap 'echo caught TERM; exit 0' TERM; sleep 40 & wait; echo finished",
+    "exits-0-on-the-signal": "trap 'echo caught TERM; exit 0' TERM; sleep 15 & wait; echo finished",
 }
 
 
-@pytest.mark.parametrize("program", sorted(PLAIN_PROGRAMS))
-def test_a_plain_preemptible_job_comes_back_from_the_start_when_preempted(
-    program: str, client: CliBackend, config: SiteConfig, submitted: list[str], tmp_path: Path
+def test_plain_preemptible_jobs_come_back_from_the_start_when_preempted(
+    client: CliBackend, config: SiteConfig, submitted: list[str], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "started"
-    script = f'echo "attempt ${{SLURM_RESTART_COUNT:-0}}" >> {marker}; {PLAIN_PROGRAMS[program]}'
-    job = run(
-        JobSpec(
+    """Both programs at once, each holding a whole node, each preempted by an urgent job."""
+    jobs: dict[str, tuple[Submission, Path]] = {}
+    for program, body in sorted(PLAIN_PROGRAMS.items()):
+        marker = tmp_path / f"started-{program}"
+        script = f'echo "attempt ${{SLURM_RESTART_COUNT:-0}}" >> {marker}; {body}'
+        spec = JobSpec(
             command=["bash", "-c", script],
             name=f"plain-{program}",
             resources=Resources(nodes=1, gpus_per_node=4, time_limit_min=5),
             tier="preemptible",
-        ),
-        client,
-        config,
-        submitted,
-    )
-    wait_for("the plain job to start", marker.exists, 240, lambda: state_of(client, job.job_id))
-    preemptor = preempt(client, job.job_id, tmp_path, submitted)
-    records = finish(client, [job.job_id, preemptor], timeout=400, outputs=(job.output_path,))
-    log_text = Path(job.output_path).read_text()
-    assert records[job.job_id].state is JobState.COMPLETED, log_text
-    assert marker.read_text().split() == ["attempt", "0", "attempt", "1"], log_text
-    assert "is being preempted (the program exited with status" in log_text, log_text
-    assert log_text.count("finished") == 1, log_text
+        )
+        jobs[program] = (run(spec, client, config, submitted), marker)
+    preemptors = []
+    for job, marker in jobs.values():
+        wait_for("the plain job to start", marker.exists, 240, lambda j=job: state_of(client, j.job_id))
+        preemptors.append(preempt(client, job.job_id, tmp_path, submitted))
+    ids = [job.job_id for job, _ in jobs.values()]
+    outputs = tuple(job.output_path for job, _ in jobs.values())
+    records = finish(client, [*ids, *preemptors], timeout=400, outputs=outputs)
+    for program, (job, marker) in jobs.items():
+        log_text = Path(job.output_path).read_text()
+        assert records[job.job_id].state is JobState.COMPLETED, (program, log_text)
+        assert marker.read_text().split() == ["attempt", "0", "attempt", "1"], (program, log_text)
+        assert "is being preempted (the program exited with status" in log_text, (program, log_text)
+        assert log_text.count("finished") == 1, (program, log_text)

@@ -413,9 +413,11 @@ def test_old_schema_says_to_upgrade(catalog_url: str, monkeypatch: pytest.Monkey
     from hpcplat.catalog import schema
 
     # this hpcplat pretends to know a newer revision than the database has
-    monkeypatch.setattr(schema, "REVISIONS", ("0001", "0002"))
-    monkeypatch.setattr(schema, "HEAD", "0002")
-    with pytest.raises(CatalogError, match=r"old schema \(revision 0001; this hpcplat needs 0002\)") as info:
+    newer = f"{int(schema.HEAD) + 1:04d}"
+    monkeypatch.setattr(schema, "REVISIONS", (*schema.REVISIONS, newer))
+    monkeypatch.setattr(schema, "HEAD", newer)
+    expected = rf"old schema \(revision {schema.REVISIONS[-2]}; this hpcplat needs {newer}\)"
+    with pytest.raises(CatalogError, match=expected) as info:
         Catalog.open(catalog_url)
     assert "hpcplat db upgrade" in str(info.value)
 
