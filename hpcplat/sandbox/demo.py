@@ -32,7 +32,7 @@ from hpcplat.errors import CommandError, HpcplatError
 from hpcplat.files import atomic_file
 from hpcplat.runner import run, run_streaming, spawn
 
-REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IDLE_JOB_NAME = "demo-idle-gpu"
 TRAIN_JOB_NAME = "demo-digits"
 

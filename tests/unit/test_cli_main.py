@@ -78,3 +78,9 @@ def test_python_dash_m_hpcplat_works() -> None:
         [sys.executable, "-m", "hpcplat", "--version"], capture_output=True, text=True, timeout=60, check=True
     )
     assert "0.1.0" in out.stdout
+
+
+def test_the_demo_finds_its_training_example() -> None:
+    from hpcplat.sandbox import demo
+
+    assert (demo.REPO_EXAMPLES / "train_digits.py").is_file()
