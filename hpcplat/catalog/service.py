@@ -8,7 +8,6 @@ reconciliation, self-registration and the queries take the store, never this cla
 
 from __future__ import annotations
 
-import getpass
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from hpcplat.catalog.types import utcnow
 from hpcplat.errors import CatalogError, UsageError
 from hpcplat.provenance.drift import DatasetRecord, DriftReport, check_drift
 from hpcplat.provenance.manifest import Manifest
+from hpcplat.siteconfig import current_user
 
 if TYPE_CHECKING:
     from hpcplat.catalog.listing import RunRow
@@ -412,10 +412,8 @@ class Catalog:
 
 
 def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    """The user from the kernel's uid, never from ``$LOGNAME``/``$USER`` (anyone can set those)."""
+    return current_user()
 
 
 def _json_field(value: dict[str, Any], what: str) -> dict[str, Any]:

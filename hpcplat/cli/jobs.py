@@ -77,13 +77,13 @@ def submit(command: tuple[str, ...], dry_run: bool, no_validate: bool, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per job).")
 def jobs(all_users: bool, since: str | None, as_json: bool) -> None:
     """List your jobs (queued, running, recently ended)."""
-    import getpass
     from datetime import datetime, timedelta
 
+    from hpcplat.siteconfig import current_user
     from hpcplat.spec import parse_time_minutes
 
     client = _client()
-    user = None if all_users else getpass.getuser()
+    user = None if all_users else current_user()
     records = {r.job_id: r for r in client.jobs(None, user=user)}
     if since:
         try:

@@ -12,7 +12,6 @@ refuses a valid job.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcplat import siteconfig
 from hpcplat.errors import SlurmError
 from hpcplat.files import atomic_write
 from hpcplat.slurm.client import SlurmClient
@@ -164,7 +164,8 @@ def _limits_enforced(client: SlurmClient) -> bool:
 
 
 def current_user() -> str:
-    return getpass.getuser()
+    """The user from the kernel's uid (``siteconfig.current_user``), never from ``$USER``."""
+    return siteconfig.current_user()
 
 
 def fetch(client: SlurmClient, *, user: str | None = None) -> ClusterFacts:

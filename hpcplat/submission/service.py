@@ -16,7 +16,6 @@ Nothing is ever half-submitted:
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import stat
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpcplat import siteconfig
 from hpcplat.catalog import pending
 from hpcplat.catalog.intent import RunIntent
 from hpcplat.errors import HpcplatError, UsageError
@@ -136,7 +136,8 @@ def _site_signature() -> tuple[tuple[str, int], ...]:
 
 
 def current_user() -> str:
-    return getpass.getuser()
+    """The user from the kernel's uid (``siteconfig.current_user``), never from ``$USER``."""
+    return siteconfig.current_user()
 
 
 # -- the steps ---------------------------------------------------------------------------------

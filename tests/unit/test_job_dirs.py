@@ -101,3 +101,19 @@ def test_a_world_writable_checkpoint_is_never_loaded(tmp_path: Path) -> None:
     saved.shard.chmod(0o666)
     with pytest.raises(HpcplatError, match="mode 666"):
         cp.load_latest()
+
+
+def test_who_a_user_is_never_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    from hpcplat.catalog import service as catalog_service
+    from hpcplat.submission import facts
+    from hpcplat.submission import service as submission_service
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "hpcplat-mallory-forged")
+    real = pwd.getpwuid(os.geteuid()).pw_name
+    assert current_user() == real
+    assert submission_service.current_user() == real
+    assert facts.current_user() == real
+    assert catalog_service._whoami() == real
